@@ -151,6 +151,11 @@ def _coerce(value: Any, annotation: Any, source: str | None, key: str) -> Any:
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(source, key, f"expected a number, got {value!r}")
     if annotation is str:
         if isinstance(value, str):
