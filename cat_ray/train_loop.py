@@ -1,0 +1,264 @@
+"""One training run: loop, evaluation, checkpoints and per-epoch reports.
+
+Runs alone (``cat-ray train``) or inside a Ray Train worker: when ``torch.distributed`` is
+initialised, the model is wrapped in DDP and each rank draws its own share of the global batch.
+Everything a run leaves is in ``run_dir``: ``config.yaml`` (the resolved config), ``metrics.json``
+(rewritten atomically every epoch, so it survives a crash), ``checkpoints/last`` and ``best``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from cat_ray.body.model import BodyModel
+from cat_ray.config import Config, ConfigError, format_offsets, load_config, save_config
+from cat_ray.data.mixing import MixedWindowSampler
+from cat_ray.data.sources import load_body, load_mean_params, load_splits
+from cat_ray.evaluate import aggregation_latency_ms, evaluate_prediction, mean_weights, predict_split
+from cat_ray.losses import make_targets, total_loss
+from cat_ray.models.aggregators import AGGREGATORS
+from cat_ray.models.model import TemporalModel, build_model
+
+Reporter = Callable[[int, dict[str, float], "Path | None"], None]
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the run stops instead of training on garbage."""
+
+
+def weight_metric(offset: int) -> str:
+    """MLflow/Tune metric name of an offset's mean aggregation weight: ``agg_weight_d-2``, ``agg_weight_d0``."""
+    return f"agg_weight_d{offset}"
+
+
+def reported_metric_names(cfg: Config) -> set[str]:
+    """Every metric a run with ``cfg`` reports each epoch (search spaces are checked against it)."""
+    names = {"epoch", "train_loss", "train_loss_offsets", "train_loss_final", "lr", "epoch_time_s",
+             "val_mpjpe", "val_pa_mpjpe", "val_pve", "val_accel_err", "agg_latency_ms"}
+    if AGGREGATORS[cfg.model.aggregator].has_weights:
+        offsets = (0,) if cfg.model.aggregator == "single" else cfg.model.offsets
+        names |= {weight_metric(d) for d in offsets}
+    return names
+
+
+@dataclass
+class RunState:
+    """What a checkpoint restores besides the modules: where the schedule stands and what it found."""
+
+    epoch: int = 0
+    step: int = 0
+    best_pa_mpjpe: float = math.inf
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(None, "train.device", "cuda, but no GPU is visible to this process")
+    if name == "cuda" and dist.is_initialized():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def _save_checkpoint(folder: Path, model: TemporalModel, optimizer, scheduler, state: RunState,
+                     sampler: MixedWindowSampler, cfg: Config) -> None:
+    """Model, optimiser, scheduler, step and RNG state: enough to continue the run exactly where it stopped."""
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "state": state.__dict__, "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state(),
+    }
+    tmp = folder / (CHECKPOINT_FILE + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, folder / CHECKPOINT_FILE)
+    save_config(cfg, folder / "config.yaml")
+
+
+def find_resume_checkpoint(run_dir: Path) -> Path | None:
+    """The last checkpoint a run in ``run_dir`` left, if any."""
+    last = Path(run_dir) / "checkpoints" / "last"
+    return last if (last / CHECKPOINT_FILE).is_file() else None
+
+
+def load_trained_model(checkpoint: Path, device: torch.device | str = "cpu") -> tuple[TemporalModel, Config, BodyModel]:
+    """A model from a checkpoint folder (or its checkpoint.pt) and the config it was trained with."""
+    folder = Path(checkpoint)
+    folder = folder if folder.is_dir() else folder.parent
+    if not (folder / CHECKPOINT_FILE).is_file():
+        raise FileNotFoundError(f"{folder}: no {CHECKPOINT_FILE} (expected a run's best/ or checkpoints/last folder)")
+    cfg = load_config(folder / "config.yaml")
+    body = load_body(cfg).to(device)
+    model = build_model(cfg.model, cfg.data.feature_dim, load_mean_params(cfg)).to(device)
+    payload = torch.load(folder / CHECKPOINT_FILE, map_location=device, weights_only=False)
+    model.load_state_dict(payload["model"])
+    return model.eval(), cfg, body
+
+
+class _EpochLine:
+    """Progress: a live step counter on a terminal, one line per epoch everywhere."""
+
+    def __init__(self, enabled: bool, epochs: int, iters: int):
+        self.enabled, self.epochs, self.iters = enabled, epochs, iters
+        self.live = enabled and sys.stderr.isatty()
+
+    def step(self, epoch: int, step: int) -> None:
+        if self.live and (step % 10 == 0 or step == self.iters):
+            print(f"\repoch {epoch}/{self.epochs}  step {step}/{self.iters}", end="", file=sys.stderr, flush=True)
+
+    def epoch(self, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        if self.live:
+            print("\r", end="", file=sys.stderr)
+        print(f"epoch {int(metrics['epoch'])}/{self.epochs}  loss {metrics['train_loss']:.4g}  "
+              f"val MPJPE {metrics['val_mpjpe']:.1f}  PA-MPJPE {metrics['val_pa_mpjpe']:.1f}  "
+              f"PVE {metrics['val_pve']:.1f} mm  accel {metrics['val_accel_err']:.1f}  "
+              f"lr {metrics['lr']:.2g}  ({metrics['epoch_time_s']:.1f} s)", file=sys.stderr, flush=True)
+
+
+def train(cfg: Config, run_dir: Path, reporter: Reporter | None = None,
+          resume_checkpoint: Path | None = None, progress: bool = True) -> dict[str, float]:
+    """Train with ``cfg``'s schedule, evaluating on the validation split every epoch.
+
+    ``reporter(epoch, metrics, checkpoint_dir)`` is called on every rank after each epoch;
+    ``checkpoint_dir`` is a fresh folder (the reporter's to keep or delete) holding that epoch's
+    checkpoint on rank 0, None elsewhere. Returns the last epoch's metrics.
+    Raises TrainingDiverged on a NaN/inf loss.
+    """
+    run_dir = Path(run_dir)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if cfg.train.batch_size % world:
+        raise ConfigError(None, "train.batch_size", f"a multiple of the number of workers ({world}); got {cfg.train.batch_size}")
+    device = resolve_device(cfg.train.device)
+    seed_everything(cfg.train.seed * 1000 + rank)  # ranks differ in dropout; the global batch is the same size
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+
+    body = load_body(cfg).to(device)
+    splits = {name: split.to(device) for name, split in load_splits(cfg, body).items()}
+    sampler = MixedWindowSampler.from_config(cfg.data, splits, seed=cfg.train.seed, rank=rank, world_size=world)
+    model = build_model(cfg.model, cfg.data.feature_dim, load_mean_params(cfg)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=cfg.optim.lr_decay, patience=cfg.optim.lr_patience)
+    state = RunState()
+    if resume_checkpoint is not None:
+        payload = torch.load(Path(resume_checkpoint) / CHECKPOINT_FILE, map_location=device, weights_only=False)
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        state = RunState(**payload["state"])
+        sampler.load_state_dict(payload["sampler"])
+        torch.set_rng_state(payload["torch_rng"])
+    net = DistributedDataParallel(model) if world > 1 else model
+    with_mesh = cfg.loss.w_mesh > 0
+    use_bf16 = cfg.train.precision == "bf16" and device.type == "cuda"
+    line = _EpochLine(progress and rank == 0, cfg.train.epochs, cfg.train.iters_per_epoch)
+    local_batch = cfg.train.batch_size // world
+
+    metrics: dict[str, float] = state.history[-1] if state.history else {}
+    for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        sums = torch.zeros(3, device=device)  # total, per-offset, final: summed on device, read once per epoch
+        for step in range(1, cfg.train.iters_per_epoch + 1):
+            batch = sampler.sample(local_batch)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                out = net(batch.features)
+            terms = total_loss(out, make_targets(batch, body, with_mesh), body, cfg.loss, cfg.model.edge_policy)
+            optimizer.zero_grad(set_to_none=True)
+            terms.total.backward()
+            if cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            sums += torch.stack([terms.total.detach(), terms.per_offset.detach(), terms.final.detach()]).float()
+            state.step += 1
+            line.step(epoch, step)
+        if world > 1:
+            dist.all_reduce(sums)
+            sums /= world
+        total, per_offset, final = (sums / cfg.train.iters_per_epoch).tolist()
+        if not math.isfinite(total):
+            raise TrainingDiverged(
+                f"epoch {epoch}: the training loss became {total} (per-offset {per_offset}, final {final}); "
+                f"try a lower optim.lr (now {optimizer.param_groups[0]['lr']:g}) or train.grad_clip > 0")
+        scheduler.step(total)  # plateau decay on the training loss, as the paper
+
+        metrics = {"epoch": float(epoch), "train_loss": total, "train_loss_offsets": per_offset,
+                   "train_loss_final": final, "lr": optimizer.param_groups[0]["lr"]}
+        metrics.update(_validate(model, splits["val"], body, cfg, device, rank, world))
+        metrics["epoch_time_s"] = time.perf_counter() - started
+        state.epoch = epoch
+        state.history.append(metrics)
+        checkpoint_dir = None
+        if rank == 0:
+            _persist_epoch(run_dir, cfg, model, optimizer, scheduler, state, sampler, metrics)
+            if reporter is not None:  # a copy the reporter owns (Ray Train moves it to its storage)
+                checkpoint_dir = Path(tempfile.mkdtemp(prefix="cat-ray-ckpt-"))
+                shutil.copytree(run_dir / "checkpoints" / "last", checkpoint_dir, dirs_exist_ok=True)
+        line.epoch(metrics)
+        if reporter is not None:
+            reporter(epoch, metrics, checkpoint_dir)
+    return metrics
+
+
+def _validate(model: TemporalModel, split, body: BodyModel, cfg: Config, device: torch.device,
+              rank: int, world: int) -> dict[str, float]:
+    """Rank 0 evaluates; the other ranks receive the same numbers so that every rank reports alike."""
+    result: list[dict[str, float] | None] = [None]
+    if rank == 0:
+        pred = predict_split(model, split, cfg.data.seq_len, cfg.train.eval_batch_size)
+        found = {f"val_{k}": v for k, v in evaluate_prediction(pred, split, body).as_dict().items()}
+        found.update({weight_metric(d): w for d, w in mean_weights(pred, model.offsets).items()})
+        found["agg_latency_ms"] = aggregation_latency_ms(model, cfg.data.feature_dim, device)
+        result = [found]
+    if world > 1:
+        dist.broadcast_object_list(result, src=0)
+    assert result[0] is not None
+    return result[0]
+
+
+def _persist_epoch(run_dir: Path, cfg: Config, model: TemporalModel, optimizer, scheduler, state: RunState,
+                   sampler: MixedWindowSampler, metrics: dict[str, float]) -> None:
+    """Write the last (and best) checkpoint and metrics.json."""
+    if metrics["val_pa_mpjpe"] < state.best_pa_mpjpe:
+        state.best_pa_mpjpe = metrics["val_pa_mpjpe"]
+        _save_checkpoint(run_dir / "best", model, optimizer, scheduler, state, sampler, cfg)
+    _save_checkpoint(run_dir / "checkpoints" / "last", model, optimizer, scheduler, state, sampler, cfg)
+    summary = {key.removeprefix("val_"): metrics[key] for key in ("val_mpjpe", "val_pa_mpjpe", "val_pve", "val_accel_err")}
+    summary.update({
+        "epoch": state.epoch, "best_pa_mpjpe": state.best_pa_mpjpe, "aggregator": cfg.model.aggregator,
+        "offsets": format_offsets(model.offsets), "units": "mm (accel_err: mm/frame^2)",
+        "agg_weights": {k.removeprefix("agg_weight_d"): v for k, v in metrics.items() if k.startswith("agg_weight_d")},
+        "history": state.history,
+    })
+    _write_json_atomic(run_dir / "metrics.json", summary)
