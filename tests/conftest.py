@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
-# Generated files of tests never land in the user's cache.
-os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "false")
+# Generated files of tests never land in the user's own cache.
+os.environ.setdefault("CAT_RAY_CACHE", tempfile.mkdtemp(prefix="cat-ray-test-cache-"))
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +17,19 @@ def body_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from cat_ray.body.standin import make_standin
 
     return make_standin(tmp_path_factory.mktemp("body") / "standin", seed=0)
+
+
+TINY = {
+    "model.predictor_hidden": 32, "model.variance_hidden": 8, "model.regressor_hidden": 32,
+    "model.temporal_hidden": 16, "model.temporal_layers": 1,
+    "data.feature_dim": 32, "data.seq_len": 8, "data.stride": 4, "data.train_videos": 4, "data.val_videos": 2,
+    "data.test_videos": 2, "data.frames_per_video": 24,
+    "train.epochs": 2, "train.iters_per_epoch": 3, "train.batch_size": 4, "train.eval_batch_size": 8,
+    "optim.lr": 1e-3,
+}
+
+
+@pytest.fixture()
+def tiny_overrides(body_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Dotted overrides for a run of a few seconds: small widths, few videos, 2 epochs x 3 steps."""
+    return {**TINY, "body.model_path": str(body_dir), "data.root": str(tmp_path_factory.getbasetemp() / "synthetic")}

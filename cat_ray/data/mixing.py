@@ -58,9 +58,9 @@ class MixedWindowSampler:
     def from_config(cls, cfg: DataConfig, splits: dict[str, VideoSplit], seed: int, rank: int = 0,
                     world_size: int = 1) -> "MixedWindowSampler":
         """The sampler of the training splits ("train/3dpw", "train/h36m", "train/insta") of ``cfg``."""
-        names = ("train/3dpw", "train/h36m", "train/insta")
-        return cls([splits[n] for n in names], [cfg.mix_3dpw, cfg.mix_h36m, cfg.mix_insta],
-                   cfg.seq_len, cfg.stride, seed, rank, world_size)
+        wanted = {"train/3dpw": cfg.mix_3dpw, "train/h36m": cfg.mix_h36m, "train/insta": cfg.mix_insta}
+        used = {name: p for name, p in wanted.items() if p > 0}  # unused sources need not be loaded at all
+        return cls([splits[n] for n in used], list(used.values()), cfg.seq_len, cfg.stride, seed, rank, world_size)
 
     def counts(self, batch_size: int) -> list[int]:
         """Windows drawn from each used split per batch."""

@@ -1,0 +1,67 @@
+"""Training on one machine: the run folder, resume equal to an uninterrupted run, NaN handling, evaluation."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cat_ray.config import build_config, load_config
+from cat_ray.eval_protocol import evaluate_checkpoint, parse_corruption
+from cat_ray.train_loop import TrainingDiverged, find_resume_checkpoint, reported_metric_names, train
+
+
+def test_a_run_writes_config_metrics_and_checkpoints(tiny_overrides, tmp_path):
+    cfg = build_config(None, tiny_overrides)
+    seen = []
+    metrics = train(cfg, tmp_path / "run", reporter=lambda e, m, c: seen.append((e, set(m), c)), progress=False)
+    run = tmp_path / "run"
+    assert load_config(run / "config.yaml") == cfg  # the resolved config, every key
+    summary = json.loads((run / "metrics.json").read_text())
+    for key in ("mpjpe", "pa_mpjpe", "pve", "accel_err"):
+        assert summary[key] > 0 and summary[key] == metrics[f"val_{key}"]
+    assert set(summary["agg_weights"]) == {"-2", "-1", "0", "1", "2"}
+    assert abs(sum(summary["agg_weights"].values()) - 1) < 1e-5
+    assert len(summary["history"]) == 2
+    assert (run / "best" / "checkpoint.pt").is_file() and find_resume_checkpoint(run) is not None
+    assert [e for e, _, _ in seen] == [1, 2]
+    assert all(names == reported_metric_names(cfg) for _, names, _ in seen)  # what search spaces are checked against
+    assert all((c / "checkpoint.pt").is_file() for _, _, c in seen)
+
+
+def test_resumed_run_equals_an_uninterrupted_run(tiny_overrides, tmp_path):
+    """Model, optimiser, scheduler, sampler and RNG state all come back: the numbers are identical."""
+    straight = train(build_config(None, tiny_overrides), tmp_path / "straight", progress=False)
+    one_epoch = build_config(None, {**tiny_overrides, "train.epochs": 1})
+    train(one_epoch, tmp_path / "split", progress=False)
+    resumed = train(build_config(None, tiny_overrides), tmp_path / "split",
+                    resume_checkpoint=find_resume_checkpoint(tmp_path / "split"), progress=False)
+    for key in ("train_loss", "val_mpjpe", "val_pa_mpjpe"):
+        assert resumed[key] == pytest.approx(straight[key], rel=1e-5), key
+    history = json.loads((tmp_path / "split" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1.0, 2.0]
+
+
+def test_nan_loss_stops_with_a_clear_message(tiny_overrides, tmp_path):
+    cfg = build_config(None, {**tiny_overrides, "loss.w_3d": 1e38, "loss.w_2d": 1e38, "optim.lr": 10.0})
+    with pytest.raises(TrainingDiverged, match="training loss became"):
+        train(cfg, tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize("aggregator", ["vibe", "single", "gru"])
+def test_baselines_train_and_report(tiny_overrides, tmp_path, aggregator):
+    cfg = build_config(None, {**tiny_overrides, "model.aggregator": aggregator, "train.epochs": 1})
+    metrics = train(cfg, tmp_path / "run", progress=False)
+    assert set(metrics) == reported_metric_names(cfg)
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+
+
+def test_eval_protocol_predicts_every_frame_once_and_reports_per_video(tiny_overrides, tmp_path):
+    train(build_config(None, {**tiny_overrides, "train.epochs": 1}), tmp_path / "run", progress=False)
+    report = evaluate_checkpoint(tmp_path / "run" / "best", "synthetic", "test")
+    assert len(report.per_video) == tiny_overrides["data.test_videos"]
+    assert sum(v["frames"] for v in report.per_video) == tiny_overrides["data.test_videos"] * tiny_overrides["data.frames_per_video"]
+    mean_of_videos = sum(v["mpjpe"] * v["frames"] for v in report.per_video) / sum(v["frames"] for v in report.per_video)
+    assert report.overall["mpjpe"] == pytest.approx(mean_of_videos)  # equal-length videos: frame mean = video mean
+    corrupted = evaluate_checkpoint(tmp_path / "run" / "best", "synthetic", "test", parse_corruption("center:0.33:2"))
+    assert corrupted.corruption["ratio"] == 0.33 and corrupted.overall["mpjpe"] != report.overall["mpjpe"]
