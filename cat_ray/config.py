@@ -257,7 +257,12 @@ def build_config(tree: dict[str, Any] | None = None, overrides: dict[str, Any] |
         for key, value in overrides.items():
             set_dotted(merged, key, value, override_source)
         cfg = _build(Config, merged, override_source, "")
-    validate(cfg, source)
+    try:
+        validate(cfg, source)
+    except ConfigError as err:
+        if overrides and err.key in overrides:  # blame the layer the value came from
+            raise ConfigError(override_source, err.key, err.expected) from None
+        raise
     return cfg
 
 
