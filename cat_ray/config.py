@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-AGGREGATOR_NAMES = ("confidence", "average", "gru", "tcn", "vibe", "thmr", "single")  # = models.aggregators.AGGREGATORS
+AGGREGATOR_NAMES = ("confidence", "average", "gru", "tcn", "vibe", "thmr", "single", "lstm_kalman")  # = models.aggregators.AGGREGATORS
 EDGE_POLICIES = ("replicate", "valid")
 CORRUPTION_MODES = ("none", "center", "random")
 SPLIT_KINDS = ("3dpw", "h36m", "insta")

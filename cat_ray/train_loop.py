@@ -30,7 +30,7 @@ from cat_ray.data.mixing import MixedWindowSampler
 from cat_ray.data.sources import load_body, load_mean_params, load_splits
 from cat_ray.evaluate import aggregation_latency_ms, evaluate_prediction, mean_weights, predict_split
 from cat_ray.losses import make_targets, total_loss
-from cat_ray.models.aggregators import AGGREGATORS
+from cat_ray.models.aggregators import AGGREGATORS, effective_offsets
 from cat_ray.models.model import TemporalModel, build_model
 
 Reporter = Callable[[int, dict[str, float], "Path | None"], None]
@@ -51,8 +51,7 @@ def reported_metric_names(cfg: Config) -> set[str]:
     names = {"epoch", "train_loss", "train_loss_offsets", "train_loss_final", "lr", "epoch_time_s",
              "val_mpjpe", "val_pa_mpjpe", "val_pve", "val_accel_err", "agg_latency_ms"}
     if AGGREGATORS[cfg.model.aggregator].has_weights:
-        offsets = (0,) if cfg.model.aggregator == "single" else cfg.model.offsets
-        names |= {weight_metric(d) for d in offsets}
+        names |= {weight_metric(d) for d in effective_offsets(cfg.model.aggregator, cfg.model.offsets)}
     return names
 
 

@@ -157,3 +157,22 @@ def test_prediction_of_frame_t_depends_on_frame_t_plus_d_only():
     a, b = model(frames), model(changed)
     delta = (a.per_offset.betas - b.per_offset.betas).abs().sum(-1)[0, 0]  # (T,)
     assert delta[2] > 0 and delta[0] == 0 and delta[1] == 0
+
+
+def test_lstm_kalman_uses_the_single_frame_measurement_only():
+    assert small_model("lstm_kalman").offsets == (0,)
+
+
+def test_lstm_kalman_follows_trusted_measurements_and_smooths_noisy_ones():
+    agg = AGGREGATORS["lstm_kalman"](feature_dim=C, num_offsets=1, hidden=8, layers=1)
+    z = torch.randn(1, 2, 6, C)
+    with torch.no_grad():
+        agg.measurement_out.bias.fill_(-30.0)  # R ~ 1e-4: measurements trusted, gain ~ 1
+        agg.process_out.bias.fill_(5.0)  # large process noise
+    trusted, _ = agg(None, z, None)
+    torch.testing.assert_close(trusted, z[0], rtol=1e-3, atol=1e-3)
+    with torch.no_grad():
+        agg.measurement_out.bias.fill_(10.0)  # R large, Q small: the filter barely moves from its start
+        agg.process_out.bias.fill_(-30.0)
+    smoothed, _ = agg(None, z, None)
+    assert (smoothed[:, 1:] - z[0][:, 1:]).abs().mean() > (trusted[:, 1:] - z[0][:, 1:]).abs().mean()

@@ -7,6 +7,8 @@ Two families:
 - over the raw frame features (vibe, thmr): the encoder is trained by the final loss, as in VIBE.
 
 Every aggregator maps ``(frames, predicted, log_var)`` to ``(refined (B, T, C), weights (D, B, T) | None)``.
+Class attributes say what it needs: ``uses_predictors`` (the P_d and G), ``uses_variance`` (Ve),
+``has_weights`` (it reports a weight per offset) and ``fixed_offsets`` (single-frame models: d = {0}).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ class ConfidenceAggregator(nn.Module):
     """Eq. 17-18: f^r_t = sum_d softmax_d(-s_{t,t+d}) f^p_{t,t+d}."""
 
     uses_predictors, uses_variance, has_weights = True, True, True
+    fixed_offsets: tuple[int, ...] | None = None
 
     def __init__(self, feature_dim: int, num_offsets: int, hidden: int, layers: int):
         super().__init__()
@@ -31,6 +34,7 @@ class AverageAggregator(nn.Module):
     """Equal weights over the predicted features (Table IX, "equal weight")."""
 
     uses_predictors, uses_variance, has_weights = True, False, True
+    fixed_offsets: tuple[int, ...] | None = None
 
     def __init__(self, feature_dim: int, num_offsets: int, hidden: int, layers: int):
         super().__init__()
@@ -44,11 +48,14 @@ class AverageAggregator(nn.Module):
 class SingleFrameAggregator(AverageAggregator):
     """SPIN-like single frame: the model is built with the offset set {0}, so this is the identity."""
 
+    fixed_offsets = (0,)
+
 
 class OffsetGRUAggregator(nn.Module):
     """A GRU run over the offsets' predicted features (ordered by d), last state -> feature, residual to their mean (Table VIII)."""
 
     uses_predictors, uses_variance, has_weights = True, False, False
+    fixed_offsets: tuple[int, ...] | None = None
 
     def __init__(self, feature_dim: int, num_offsets: int, hidden: int, layers: int):
         super().__init__()
@@ -67,6 +74,7 @@ class OffsetTCNAggregator(nn.Module):
     """Temporal convolutions over the offsets' predicted features, pooled over offsets, residual to their mean (Table VIII)."""
 
     uses_predictors, uses_variance, has_weights = True, False, False
+    fixed_offsets: tuple[int, ...] | None = None
 
     def __init__(self, feature_dim: int, num_offsets: int, hidden: int, layers: int):
         super().__init__()
@@ -89,6 +97,7 @@ class VIBEEncoder(nn.Module):
     """VIBE's temporal encoder over raw frame features: GRU (2 x 1024) -> linear to C -> residual."""
 
     uses_predictors, uses_variance, has_weights = False, False, False
+    fixed_offsets: tuple[int, ...] | None = None
 
     def __init__(self, feature_dim: int, num_offsets: int, hidden: int, layers: int):
         super().__init__()
@@ -104,6 +113,7 @@ class TemporalHMREncoder(nn.Module):
     """Temporal HMR (Kanazawa et al.): residual blocks of 1-D convolutions over time on the raw features."""
 
     uses_predictors, uses_variance, has_weights = False, False, False
+    fixed_offsets: tuple[int, ...] | None = None
 
     def __init__(self, feature_dim: int, num_offsets: int, hidden: int, layers: int):
         super().__init__()
@@ -122,6 +132,51 @@ class TemporalHMREncoder(nn.Module):
         return x.transpose(1, 2), None
 
 
+class LSTMKalmanAggregator(nn.Module):
+    """LSTM-KF (Coskun et al., ICCV 2017; the paper's Table X) refining the single-frame predicted features.
+
+    A Kalman filter with diagonal covariances whose motion transition f, process noise Q_t and
+    measurement noise R_t come from three independent LSTMs. The measurement z_t is the
+    single-frame feature f^p_{t,t}; the filtered state is the refined feature f^r_t. The filter is
+    a recursion, so it runs frame by frame (the only aggregator that does).
+    """
+
+    uses_predictors, uses_variance, has_weights = True, False, False
+    fixed_offsets = (0,)
+
+    def __init__(self, feature_dim: int, num_offsets: int, hidden: int, layers: int):
+        super().__init__()
+        self.transition = nn.LSTM(feature_dim, hidden, num_layers=layers, batch_first=True)
+        self.process = nn.LSTM(feature_dim, hidden, num_layers=layers, batch_first=True)
+        self.measurement = nn.LSTM(feature_dim, hidden, num_layers=layers, batch_first=True)
+        self.transition_out = nn.Linear(hidden, feature_dim)
+        self.process_out = nn.Linear(hidden, feature_dim)
+        self.measurement_out = nn.Linear(hidden, feature_dim)
+
+    def forward(self, frames: Tensor, predicted: Tensor, log_var: Tensor | None) -> tuple[Tensor, None]:
+        z = predicted[0]  # (B, T, C) measurements: the single-frame features
+        states, _ = self.measurement(z)
+        r = nn.functional.softplus(self.measurement_out(states)) + 1e-4  # R_t depends on the measurements only
+        x, p = z[:, 0], r[:, 0]  # start from the first measurement, with its uncertainty
+        transition_state = process_state = None
+        filtered = [x]
+        for t in range(1, z.shape[1]):
+            step, transition_state = self.transition(x[:, None], transition_state)
+            x_pred = x + self.transition_out(step[:, 0])  # motion transition f(x_{t-1})
+            step, process_state = self.process(x[:, None], process_state)
+            p_pred = p + nn.functional.softplus(self.process_out(step[:, 0])) + 1e-4  # P + Q_t
+            gain = p_pred / (p_pred + r[:, t])  # Kalman gain, elementwise for diagonal covariances
+            x = x_pred + gain * (z[:, t] - x_pred)
+            p = (1 - gain) * p_pred
+            filtered.append(x)
+        return torch.stack(filtered, dim=1), None
+
+
+def effective_offsets(name: str, offsets: tuple[int, ...]) -> tuple[int, ...]:
+    """The offset set a model with aggregator ``name`` really uses (single-frame models: {0})."""
+    return AGGREGATORS[name].fixed_offsets or tuple(offsets)
+
+
 AGGREGATORS: dict[str, type[nn.Module]] = {
     "confidence": ConfidenceAggregator,
     "average": AverageAggregator,
@@ -130,6 +185,7 @@ AGGREGATORS: dict[str, type[nn.Module]] = {
     "vibe": VIBEEncoder,
     "thmr": TemporalHMREncoder,
     "single": SingleFrameAggregator,
+    "lstm_kalman": LSTMKalmanAggregator,
 }
 
 

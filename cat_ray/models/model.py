@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from cat_ray.config import ModelConfig
-from cat_ray.models.aggregators import create_aggregator
+from cat_ray.models.aggregators import create_aggregator, effective_offsets
 from cat_ray.models.predictors import TemporalPredictors, gather_offsets
 from cat_ray.models.regressor import MeanParams, Regressor, SMPLParams
 from cat_ray.models.variance import VarianceEstimator
@@ -28,7 +28,7 @@ class TemporalModel(nn.Module):
                  dropout: float, variance_hidden: int, regressor_hidden: int, regressor_iterations: int,
                  temporal_hidden: int, temporal_layers: int, mean: MeanParams):
         super().__init__()
-        self.offsets = (0,) if aggregator == "single" else tuple(offsets)  # SPIN-like: d = {0}
+        self.offsets = effective_offsets(aggregator, offsets)  # single-frame models: d = {0}
         self.aggregator = create_aggregator(aggregator, feature_dim, len(self.offsets), temporal_hidden, temporal_layers)
         self.uses_predictors = self.aggregator.uses_predictors
         if self.uses_predictors:
