@@ -108,6 +108,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "fp32"  # fp32 | bf16 (autocast on GPU)
     grad_clip: float = 0.0  # 0 disables
+    weight_trace_every: int = 0  # record the batch-mean aggregation weight per offset every N steps (Fig. 7); 0 = off
 
 
 @dataclass(frozen=True)
@@ -351,3 +352,4 @@ def validate(cfg: Config, source: str | None = None) -> None:
     need(t.device in ("auto", "cpu", "cuda"), "train.device", f"auto, cpu or cuda; got {t.device!r}")
     need(t.precision in ("fp32", "bf16"), "train.precision", f"fp32 or bf16; got {t.precision!r}")
     need(t.grad_clip >= 0.0, "train.grad_clip", f"a non-negative clip norm; got {t.grad_clip}")
+    need(t.weight_trace_every >= 0, "train.weight_trace_every", f"a step interval >= 0 (0 = off); got {t.weight_trace_every}")

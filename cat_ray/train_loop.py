@@ -63,6 +63,7 @@ class RunState:
     step: int = 0
     best_pa_mpjpe: float = math.inf
     history: list[dict[str, float]] = field(default_factory=list)
+    weight_trace: list[dict[str, float]] = field(default_factory=list)  # Fig. 7: {"step", "<d>": weight}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -199,6 +200,10 @@ def train(cfg: Config, run_dir: Path, reporter: Reporter | None = None,
             if cfg.train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             optimizer.step()
+            every = cfg.train.weight_trace_every
+            if every and out.weights is not None and (state.step + 1) % every == 0:  # reads the weights: a sync, off by default
+                mean = out.weights.detach().float().mean((1, 2)).tolist()
+                state.weight_trace.append({"step": state.step + 1, **{str(d): w for d, w in zip(model.offsets, mean)}})
             sums += torch.stack([terms.total.detach(), terms.per_offset.detach(), terms.final.detach()]).float()
             state.step += 1
             line.step(epoch, step)
@@ -258,6 +263,6 @@ def _persist_epoch(run_dir: Path, cfg: Config, model: TemporalModel, optimizer, 
         "epoch": state.epoch, "best_pa_mpjpe": state.best_pa_mpjpe, "aggregator": cfg.model.aggregator,
         "offsets": format_offsets(model.offsets), "units": "mm (accel_err: mm/frame^2)",
         "agg_weights": {k.removeprefix("agg_weight_d"): v for k, v in metrics.items() if k.startswith("agg_weight_d")},
-        "history": state.history,
+        "history": state.history, "weight_trace": state.weight_trace,
     })
     _write_json_atomic(run_dir / "metrics.json", summary)

@@ -65,3 +65,12 @@ def test_eval_protocol_predicts_every_frame_once_and_reports_per_video(tiny_over
     assert report.overall["mpjpe"] == pytest.approx(mean_of_videos)  # equal-length videos: frame mean = video mean
     corrupted = evaluate_checkpoint(tmp_path / "run" / "best", "synthetic", "test", parse_corruption("center:0.33:2"))
     assert corrupted.corruption["ratio"] == 0.33 and corrupted.overall["mpjpe"] != report.overall["mpjpe"]
+
+
+def test_weight_trace_records_the_aggregation_weights_per_step(tiny_overrides, tmp_path):
+    cfg = build_config(None, {**tiny_overrides, "train.weight_trace_every": 2})
+    train(cfg, tmp_path / "run", progress=False)
+    trace = json.loads((tmp_path / "run" / "metrics.json").read_text())["weight_trace"]
+    assert [point["step"] for point in trace] == [2, 4, 6]  # 2 epochs x 3 steps
+    for point in trace:
+        assert abs(sum(point[str(d)] for d in (-2, -1, 0, 1, 2)) - 1) < 1e-5
