@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +12,7 @@ from torch import Tensor
 from cat_ray.body.model import BodyModel
 from cat_ray.data.types import VideoSplit, gather_windows
 from cat_ray.data.windows import eval_windows
-from cat_ray.metrics import PoseMetrics, evaluate_sequences
+from cat_ray.metrics import PoseMetrics, evaluate_sequences, mpjpe, pa_mpjpe
 from cat_ray.models.model import TemporalModel
 from cat_ray.rotations import axis_angle_to_rotmat
 
@@ -26,6 +27,8 @@ class SplitPrediction:
     betas: Tensor  # (N, 10)
     cam: Tensor  # (N, 3)
     weights: Tensor | None  # (D, N) aggregation weight of each offset, where the aggregator has them
+    offset_rotmat: Tensor | None = None  # (D, N, 24, 3, 3) G(f^p_{t,t+d}): each predictor P_d alone (Table IV)
+    offset_betas: Tensor | None = None  # (D, N, 10)
 
 
 @torch.no_grad()
@@ -40,7 +43,10 @@ def predict_split(model: TemporalModel, split: VideoSplit, seq_len: int, batch_s
     rotmat = split.features.new_zeros(N, 24, 3, 3)
     betas = split.features.new_zeros(N, 10)
     cam = split.features.new_zeros(N, 3)
-    weights = None
+    weights = offset_rotmat = offset_betas = None
+    if model.uses_predictors:
+        offset_rotmat = split.features.new_zeros(len(model.offsets), N, 24, 3, 3)
+        offset_betas = split.features.new_zeros(len(model.offsets), N, 10)
     for first in range(0, len(starts), batch_size):
         chunk = starts[first:first + batch_size]
         out = model(gather_windows(split, chunk, seq_len).features)
@@ -53,8 +59,11 @@ def predict_split(model: TemporalModel, split: VideoSplit, seq_len: int, batch_s
             if weights is None:
                 weights = split.features.new_zeros(out.weights.shape[0], N)
             weights[:, frame] = out.weights[:, mask].float()
+        if out.per_offset is not None:
+            offset_rotmat[:, frame] = out.per_offset.rotmat[:, mask].float()
+            offset_betas[:, frame] = out.per_offset.betas[:, mask].float()
     model.train(was_training)
-    return SplitPrediction(rotmat, betas, cam, weights)
+    return SplitPrediction(rotmat, betas, cam, weights, offset_rotmat, offset_betas)
 
 
 def _in_chunks(fn, rotmat: Tensor, betas: Tensor) -> Tensor:
@@ -66,16 +75,64 @@ def video_ids(split: VideoSplit) -> np.ndarray:
     return np.repeat(np.arange(len(lengths)), lengths)
 
 
+class GroundTruthMeshes:
+    """Ground-truth vertices of a split, skinned once per (split, body model) and then reused.
+
+    The validation split is evaluated every epoch and its ground truth never changes, so its
+    meshes (PVE's reference, the costliest part of an evaluation) are computed on first use.
+    Entries are keyed by the identity of the split and body objects, checked against the versions
+    of the pose and shape tensors (an in-place edit recomputes), and dropped with the split.
+    """
+
+    def __init__(self):
+        self._entries: dict[int, tuple[tuple, np.ndarray]] = {}
+
+    def __call__(self, split: VideoSplit, body: BodyModel) -> np.ndarray:
+        """(N, V, 3) float32 vertices of the split's ground-truth pose and shape."""
+        key = id(split)
+        stamp = (id(body), id(split.pose), split.pose._version, id(split.shape), split.shape._version)
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == stamp:
+            return entry[1]
+        gt_rot = axis_angle_to_rotmat(split.pose.reshape(-1, 24, 3))
+        verts = _in_chunks(body.vertices, gt_rot, split.shape).cpu().numpy()
+        verts.setflags(write=False)  # shared by every later evaluation of the split
+        if entry is None:
+            weakref.finalize(split, self._entries.pop, key, None)  # id(split) may be reused once it is gone
+        self._entries[key] = (stamp, verts)
+        return verts
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+GROUND_TRUTH_MESHES = GroundTruthMeshes()
+
+
 @torch.no_grad()
 def evaluate_prediction(pred: SplitPrediction, split: VideoSplit, body: BodyModel, with_pve: bool = True) -> PoseMetrics:
-    """MPJPE, PA-MPJPE, PVE (mm) and acceleration error (mm/frame^2) against the split's ground truth."""
+    """MPJPE, PA-MPJPE, PVE (mm) and acceleration error (mm/frame^2) against the split's ground truth.
+
+    The ground-truth meshes come from :data:`GROUND_TRUTH_MESHES` (computed once per split)."""
     pred_j3d = _in_chunks(body.joints14, pred.rotmat, pred.betas)
     pred_verts = gt_verts = None
     if with_pve and split.has_smpl:
-        gt_rot = axis_angle_to_rotmat(split.pose.reshape(-1, 24, 3))
         pred_verts = _in_chunks(body.vertices, pred.rotmat, pred.betas).cpu().numpy()
-        gt_verts = _in_chunks(body.vertices, gt_rot, split.shape).cpu().numpy()
+        gt_verts = GROUND_TRUTH_MESHES(split, body)
     return evaluate_sequences(pred_j3d.cpu().numpy(), split.joints3d.cpu().numpy(), pred_verts, gt_verts, video_ids(split))
+
+
+@torch.no_grad()
+def per_offset_errors(pred: SplitPrediction, split: VideoSplit, body: BodyModel, offsets: tuple[int, ...]) -> dict[int, tuple[float, float]]:
+    """MPJPE and PA-MPJPE (mm) of each predictor P_d alone, ``{d: (mpjpe, pa_mpjpe)}`` (the paper's Table IV)."""
+    if pred.offset_rotmat is None:
+        return {}
+    gt = split.joints3d.cpu().numpy()
+    errors = {}
+    for d, rotmat, betas in zip(offsets, pred.offset_rotmat, pred.offset_betas):
+        joints = _in_chunks(body.joints14, rotmat, betas).cpu().numpy()
+        errors[d] = (float(mpjpe(joints, gt).mean()), float(pa_mpjpe(joints, gt).mean()))
+    return errors
 
 
 def mean_weights(pred: SplitPrediction, offsets: tuple[int, ...]) -> dict[int, float]:

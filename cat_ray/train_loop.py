@@ -28,7 +28,7 @@ from cat_ray.body.model import BodyModel
 from cat_ray.config import Config, ConfigError, format_offsets, load_config, save_config
 from cat_ray.data.mixing import MixedWindowSampler
 from cat_ray.data.sources import load_body, load_mean_params, load_splits
-from cat_ray.evaluate import aggregation_latency_ms, evaluate_prediction, mean_weights, predict_split
+from cat_ray.evaluate import aggregation_latency_ms, evaluate_prediction, mean_weights, per_offset_errors, predict_split
 from cat_ray.losses import make_targets, total_loss
 from cat_ray.models.aggregators import AGGREGATORS, effective_offsets
 from cat_ray.models.model import TemporalModel, build_model
@@ -50,8 +50,12 @@ def reported_metric_names(cfg: Config) -> set[str]:
     """Every metric a run with ``cfg`` reports each epoch (search spaces are checked against it)."""
     names = {"epoch", "train_loss", "train_loss_offsets", "train_loss_final", "lr", "epoch_time_s",
              "val_mpjpe", "val_pa_mpjpe", "val_pve", "val_accel_err", "agg_latency_ms"}
-    if AGGREGATORS[cfg.model.aggregator].has_weights:
-        names |= {weight_metric(d) for d in effective_offsets(cfg.model.aggregator, cfg.model.offsets)}
+    aggregator = AGGREGATORS[cfg.model.aggregator]
+    offsets = effective_offsets(cfg.model.aggregator, cfg.model.offsets)
+    if aggregator.has_weights:
+        names |= {weight_metric(d) for d in offsets}
+    if aggregator.uses_predictors:  # each P_d alone through G (Table IV)
+        names |= {f"val_mpjpe_d{d}" for d in offsets} | {f"val_pa_mpjpe_d{d}" for d in offsets}
     return names
 
 
@@ -243,6 +247,8 @@ def _validate(model: TemporalModel, split, body: BodyModel, cfg: Config, device:
         pred = predict_split(model, split, cfg.data.seq_len, cfg.train.eval_batch_size)
         found = {f"val_{k}": v for k, v in evaluate_prediction(pred, split, body).as_dict().items()}
         found.update({weight_metric(d): w for d, w in mean_weights(pred, model.offsets).items()})
+        for d, (mpjpe, pa_mpjpe) in per_offset_errors(pred, split, body, model.offsets).items():
+            found[f"val_mpjpe_d{d}"], found[f"val_pa_mpjpe_d{d}"] = mpjpe, pa_mpjpe
         found["agg_latency_ms"] = aggregation_latency_ms(model, cfg.data.feature_dim, device)
         result = [found]
     if world > 1:
