@@ -38,6 +38,7 @@ class ModelConfig:
     offsets: tuple[int, ...] = (-2, -1, 0, 1, 2)  # the set d of Eq. 6
     predictor_hidden: int = 2048  # width of the 3 FC layers of each P_d
     dropout: float = 0.1  # between the FC layers of P_d
+    regressor_dropout: float = 0.5  # in G and Ga, as HMR/SPIN/VIBE
     variance_hidden: int = 512  # hidden width of Ve's two FC layers (Eq. 9-10)
     regressor_hidden: int = 1024  # HMR/SPIN regressor: feat+157 -> 1024 -> 1024 -> 157
     regressor_iterations: int = 3
@@ -316,6 +317,7 @@ def validate(cfg: Config, source: str | None = None) -> None:
     for key in ("predictor_hidden", "variance_hidden", "regressor_hidden", "regressor_iterations", "temporal_hidden", "temporal_layers"):
         need(getattr(m, key) >= 1, f"model.{key}", f"a positive integer; got {getattr(m, key)}")
     need(0.0 <= m.dropout < 1.0, "model.dropout", f"a probability in [0, 1); got {m.dropout}")
+    need(0.0 <= m.regressor_dropout < 1.0, "model.regressor_dropout", f"a probability in [0, 1); got {m.regressor_dropout}")
     for key in ("w_theta", "w_beta", "w_mesh", "w_3d", "w_2d"):
         value = getattr(cfg.loss, key)
         need(value >= 0.0, f"loss.{key}", f"a non-negative weight; got {value}")

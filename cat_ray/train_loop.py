@@ -187,7 +187,6 @@ def train(cfg: Config, run_dir: Path, reporter: Reporter | None = None,
     with_mesh = cfg.loss.w_mesh > 0
     use_bf16 = cfg.train.precision == "bf16" and device.type == "cuda"
     line = _EpochLine(progress and rank == 0, cfg.train.epochs, cfg.train.iters_per_epoch)
-    local_batch = cfg.train.batch_size // world
 
     metrics: dict[str, float] = state.history[-1] if state.history else {}
     for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
@@ -195,7 +194,7 @@ def train(cfg: Config, run_dir: Path, reporter: Reporter | None = None,
         model.train()
         sums = torch.zeros(3, device=device)  # total, per-offset, final: summed on device, read once per epoch
         for step in range(1, cfg.train.iters_per_epoch + 1):
-            batch = sampler.sample(local_batch)
+            batch = sampler.sample(cfg.train.batch_size)  # this rank's share of the global batch
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = net(batch.features)
             terms = total_loss(out, make_targets(batch, body, with_mesh), body, cfg.loss, cfg.model.edge_policy)

@@ -148,18 +148,24 @@ def test_sampler_mixes_sources_in_proportion(body):
         assert len(hits) == 1 and torch.equal(insta.features[hits[0]: hits[0] + 8], window)
 
 
-def test_sampler_is_seeded_per_worker(body):
+def test_workers_share_one_global_batch(body):
+    """Ranks draw the same global batch and each keeps its own contiguous rows: the shards add up to it."""
     splits = generate_benchmark(SMALL, body)
 
-    def draw(seed: int, rank: int) -> torch.Tensor:
-        sampler = MixedWindowSampler.from_config(SMALL, splits, seed=seed, rank=rank, world_size=2)
-        return torch.cat([sampler.sample(8).features for _ in range(3)])
+    def draw(seed: int, rank: int, world: int) -> list[torch.Tensor]:
+        sampler = MixedWindowSampler.from_config(SMALL, splits, seed=seed, rank=rank, world_size=world)
+        return [sampler.sample(8).features for _ in range(3)]
 
-    assert torch.equal(draw(0, 0), draw(0, 0))
-    assert not torch.equal(draw(0, 0), draw(0, 1))
-    assert not torch.equal(draw(0, 0), draw(1, 0))
+    whole = draw(0, 0, 1)
+    shards = [draw(0, rank, 2) for rank in range(2)]
+    for step in range(3):
+        assert shards[0][step].shape[0] == 4
+        assert torch.equal(torch.cat([shards[0][step], shards[1][step]]), whole[step])
+    assert not torch.equal(whole[0], draw(1, 0, 1)[0])
     with pytest.raises(ValueError, match="rank 2"):
         MixedWindowSampler.from_config(SMALL, splits, seed=0, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="does not split"):
+        MixedWindowSampler.from_config(SMALL, splits, seed=0, rank=0, world_size=3).sample(8)
 
 
 # --------------------------------------------------------------------------- generation

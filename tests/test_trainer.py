@@ -97,6 +97,16 @@ def test_torch_trainer_with_two_gloo_workers_logs_from_rank_zero_and_resumes(loc
     assert _epochs(sweep_run, target.run_id) == [1, 2, 3]
 
 
+def test_two_workers_get_the_numbers_of_one_with_the_same_global_batch(local_ray, tmp_path):
+    """Each rank trains on its share of one global batch and DDP averages the gradients: without dropout,
+    two workers reproduce the single-process run up to float summation order."""
+    cfg = tiny_config(**{"model.dropout": 0.0, "model.regressor_dropout": 0.0})
+    alone = run_training(cfg, tmp_path / "one", progress=False)
+    together = run_training(cfg, tmp_path / "two", workers=2, storage_path=tmp_path / "storage", name="pair")
+    for key in ("train_loss", "val_mpjpe", "val_pa_mpjpe"):
+        assert together[key] == pytest.approx(alone[key], rel=1e-3), key
+
+
 def test_torch_trainer_does_not_retry_a_diverged_run(local_ray, tmp_path):
     cfg = tiny_config(**{"optim.lr": 1e12, "train.epochs": 1})
     with pytest.raises(TrainingDiverged, match="loss"):

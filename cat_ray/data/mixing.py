@@ -29,8 +29,10 @@ class MixedWindowSampler:
 
     ``splits`` and ``proportions`` pair up (normalised; a source with proportion 0 is skipped).
     Windows come from :func:`training_window_starts` (never across a video boundary) and are drawn
-    uniformly with replacement. Data-parallel workers pass their ``rank`` and ``world_size``: each
-    draws from its own generator seeded by ``(seed, rank)``, so they see different windows.
+    uniformly with replacement. Data-parallel workers pass their ``rank`` and ``world_size``: every
+    rank draws the same global batch (one generator seeded by ``seed``) and gathers only its own
+    contiguous share, so DDP's averaged gradient is the gradient of the global batch, whatever the
+    number of workers.
     Everything stays on the splits' device.
     """
 
@@ -51,7 +53,8 @@ class MixedWindowSampler:
             if starts.numel() == 0:
                 raise ValueError(f"split {split.name} has no video of at least {seq_len} frames")
         device = self.splits[0].features.device
-        seed_words = np.random.SeedSequence([seed, rank]).generate_state(2, dtype=np.uint64)
+        self.rank, self.world_size = rank, world_size
+        seed_words = np.random.SeedSequence([seed]).generate_state(2, dtype=np.uint64)
         self.generator = torch.Generator(device=device).manual_seed(int(seed_words[0] >> np.uint64(1)))
 
     @classmethod
@@ -67,13 +70,21 @@ class MixedWindowSampler:
         return source_counts(self.proportions, batch_size)
 
     def sample(self, batch_size: int) -> Batch:
-        """``batch_size`` windows (B, T, ...), the used splits' windows in order, on the splits' device."""
-        batches = []
+        """This rank's share (``batch_size // world_size`` windows, (B, T, ...)) of a global batch of
+        ``batch_size`` windows, the used splits' windows in order, on the splits' device."""
+        if batch_size % self.world_size:
+            raise ValueError(f"a global batch of {batch_size} does not split over {self.world_size} workers")
+        share = batch_size // self.world_size
+        low, high = self.rank * share, (self.rank + 1) * share  # this rank's rows of the global batch
+        batches, first = [], 0
         for split, starts, count in zip(self.splits, self.starts, self.counts(batch_size)):
             if count == 0:
                 continue
             pick = torch.randint(starts.shape[0], (count,), generator=self.generator, device=starts.device)
-            batches.append(gather_windows(split, starts[pick], self.seq_len))
+            mine = pick[max(low - first, 0):max(high - first, 0)]  # every rank draws all, keeps its rows
+            if mine.numel():
+                batches.append(gather_windows(split, starts[mine], self.seq_len))
+            first += count
         return concat_batches(batches)
 
     def state_dict(self) -> dict[str, Tensor]:

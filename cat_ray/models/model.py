@@ -26,17 +26,17 @@ class TemporalModel(nn.Module):
 
     def __init__(self, aggregator: str, offsets: tuple[int, ...], feature_dim: int, predictor_hidden: int,
                  dropout: float, variance_hidden: int, regressor_hidden: int, regressor_iterations: int,
-                 temporal_hidden: int, temporal_layers: int, mean: MeanParams):
+                 temporal_hidden: int, temporal_layers: int, mean: MeanParams, regressor_dropout: float = 0.5):
         super().__init__()
         self.offsets = effective_offsets(aggregator, offsets)  # single-frame models: d = {0}
         self.aggregator = create_aggregator(aggregator, feature_dim, len(self.offsets), temporal_hidden, temporal_layers)
         self.uses_predictors = self.aggregator.uses_predictors
         if self.uses_predictors:
             self.predictors = TemporalPredictors(len(self.offsets), feature_dim, predictor_hidden, dropout)
-            self.generator = Regressor(feature_dim, regressor_hidden, regressor_iterations, mean)
+            self.generator = Regressor(feature_dim, regressor_hidden, regressor_iterations, mean, regressor_dropout)
         if self.aggregator.uses_variance:
             self.variance = VarianceEstimator(feature_dim, variance_hidden)
-        self.final_generator = Regressor(feature_dim, regressor_hidden, regressor_iterations, mean)
+        self.final_generator = Regressor(feature_dim, regressor_hidden, regressor_iterations, mean, regressor_dropout)
 
     def aggregate(self, frames: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
         """The temporal part alone (what Sec. IV-I times): frames (B, T, C) ->
@@ -65,4 +65,5 @@ def build_model(cfg: ModelConfig, feature_dim: int, mean: MeanParams) -> Tempora
         predictor_hidden=cfg.predictor_hidden, dropout=cfg.dropout, variance_hidden=cfg.variance_hidden,
         regressor_hidden=cfg.regressor_hidden, regressor_iterations=cfg.regressor_iterations,
         temporal_hidden=cfg.temporal_hidden, temporal_layers=cfg.temporal_layers, mean=mean,
+        regressor_dropout=cfg.regressor_dropout,
     )

@@ -40,13 +40,13 @@ class MeanParams:
 class Regressor(nn.Module):
     """feature + current estimate (157) -> FC 1024 -> FC 1024 -> residual update, iterated (HMR Sec. 3.2)."""
 
-    def __init__(self, feature_dim: int, hidden: int, iterations: int, mean: MeanParams):
+    def __init__(self, feature_dim: int, hidden: int, iterations: int, mean: MeanParams, dropout: float = 0.5):
         super().__init__()
         self.iterations = iterations
         state = POSE_6D + NUM_BETAS + NUM_CAM
         self.fc1 = nn.Linear(feature_dim + state, hidden)
         self.fc2 = nn.Linear(hidden, hidden)
-        self.drop = nn.Dropout(0.5)
+        self.drop = nn.Dropout(dropout)
         self.dec_pose = nn.Linear(hidden, POSE_6D)
         self.dec_shape = nn.Linear(hidden, NUM_BETAS)
         self.dec_cam = nn.Linear(hidden, NUM_CAM)
