@@ -44,7 +44,9 @@ class LossTerms:
 
 def center_on_pelvis(joints: Tensor) -> Tensor:
     """(..., 14, 3) -> the same with the mid-hip point at the origin (VIBE's evaluation centring)."""
-    pelvis = joints[..., list(PELVIS_J14), :].mean(-2, keepdim=True)
+    first, last = PELVIS_J14
+    assert last == first + 1, "the hips are adjacent in J14: a slice, no index tensor to copy to the device"
+    pelvis = joints[..., first:last + 1, :].mean(-2, keepdim=True)
     return joints - pelvis
 
 

@@ -176,3 +176,16 @@ def test_lstm_kalman_follows_trusted_measurements_and_smooths_noisy_ones():
         agg.process_out.bias.fill_(-30.0)
     smoothed, _ = agg(None, z, None)
     assert (smoothed[:, 1:] - z[0][:, 1:]).abs().mean() > (trusted[:, 1:] - z[0][:, 1:]).abs().mean()
+
+
+def test_regressor_equals_the_concatenated_input_form():
+    """fc1 is applied as x W_x + state W_s (the feature part once); the same as fc1(cat[x, state])."""
+    reg = Regressor(C, 32, 3, MeanParams.neutral()).eval()
+    x = torch.randn(5, C)
+    pose, shape, cam = reg.init_pose.expand(5, -1), reg.init_shape.expand(5, -1), reg.init_cam.expand(5, -1)
+    for _ in range(3):
+        h = reg.fc2(reg.fc1(torch.cat([x, pose, shape, cam], dim=1)))
+        pose, shape, cam = pose + reg.dec_pose(h), shape + reg.dec_shape(h), cam + reg.dec_cam(h)
+    out = reg(x)
+    torch.testing.assert_close(out.betas, shape)
+    torch.testing.assert_close(out.cam, cam)

@@ -64,8 +64,11 @@ class Regressor(nn.Module):
         pose = self.init_pose.expand(N, -1)
         shape = self.init_shape.expand(N, -1)
         cam = self.init_cam.expand(N, -1)
+        # fc1(cat[x, state]) = x W_x + state W_s + b: the feature's part is the same in every iteration.
+        C = x.shape[1]
+        from_feature = nn.functional.linear(x, self.fc1.weight[:, :C], self.fc1.bias)
         for _ in range(self.iterations):
-            h = self.drop(self.fc1(torch.cat([x, pose, shape, cam], dim=1)))
+            h = self.drop(from_feature + nn.functional.linear(torch.cat([pose, shape, cam], dim=1), self.fc1.weight[:, C:]))
             h = self.drop(self.fc2(h))
             pose = pose + self.dec_pose(h)
             shape = shape + self.dec_shape(h)
