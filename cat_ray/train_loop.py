@@ -32,6 +32,7 @@ from cat_ray.evaluate import aggregation_latency_ms, evaluate_prediction, mean_w
 from cat_ray.losses import make_targets, total_loss
 from cat_ray.models.aggregators import AGGREGATORS, effective_offsets
 from cat_ray.models.model import TemporalModel, build_model
+from cat_ray.provenance import run_provenance
 
 Reporter = Callable[[int, dict[str, float], "Path | None"], None]
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -166,6 +167,7 @@ def train(cfg: Config, run_dir: Path, reporter: Reporter | None = None,
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
+        _write_json_atomic(run_dir / "provenance.json", run_provenance())  # commit, command, machine, versions
 
     body = load_body(cfg).to(device)
     splits = {name: split.to(device) for name, split in load_splits(cfg, body).items()}

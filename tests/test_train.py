@@ -17,6 +17,8 @@ def test_a_run_writes_config_metrics_and_checkpoints(tiny_overrides, tmp_path):
     metrics = train(cfg, tmp_path / "run", reporter=lambda e, m, c: seen.append((e, set(m), c)), progress=False)
     run = tmp_path / "run"
     assert load_config(run / "config.yaml") == cfg  # the resolved config, every key
+    provenance = json.loads((run / "provenance.json").read_text())
+    assert len(provenance["git"]["commit"]) == 40 and provenance["torch"] == torch.__version__
     summary = json.loads((run / "metrics.json").read_text())
     for key in ("mpjpe", "pa_mpjpe", "pve", "accel_err"):
         assert summary[key] > 0 and summary[key] == metrics[f"val_{key}"]

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cat_ray.config import Config, config_to_dict, flatten, format_offsets, save_config
+from cat_ray.provenance import git_state
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -102,22 +103,14 @@ def ui_command(uri: str) -> str:
 
 
 def git_tags(cwd: Path | None = None) -> dict[str, str]:
-    """``mlflow.source.git.commit`` and ``cat_ray.git_dirty`` of the repository at ``cwd``, if any.
+    """``mlflow.source.git.commit`` and ``cat_ray.git_dirty`` of the repository at ``cwd`` (default: cat-ray's code).
 
     Runs made with ``MlflowClient`` get no commit tag from MLflow (PLATFORM.md), so it is logged here.
     """
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=cwd or Path.cwd(), capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if not commit:
+    state = git_state(cwd)
+    if not state:
         return {}
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return {"mlflow.source.git.commit": commit, "cat_ray.git_dirty": str(bool(dirty)).lower()}
+    return {"mlflow.source.git.commit": state["commit"], "cat_ray.git_dirty": state["dirty"]}
 
 
 # --------------------------------------------------------------------------- naming
