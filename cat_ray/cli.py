@@ -39,6 +39,7 @@ def main() -> None:
     Sweep with Ray Tune:  cat-ray tune search_spaces/offsets.yaml
     Evaluate:             cat-ray eval runs/NAME/best --split test
     Body model:           cat-ray body make-standin --out DIR | cat-ray body import SMPL_DIR --out DIR
+    Report a sweep:       cat-ray report offsets-laptop
     Browse results:       mlflow ui --backend-store-uri sqlite:///results/mlflow.db
 
     Without the licensed SMPL files and datasets, cat-ray uses its own SMPL-compatible
@@ -189,9 +190,11 @@ def eval_cmd(checkpoint, data, split, root, corrupt, out, run_id, device) -> Non
 
 def _register_optional_commands() -> None:
     """Commands that live in their own modules (kept out of this file's imports until used)."""
+    from cat_ray.cli_report import report
     from cat_ray.cli_tune import tune
 
     main.add_command(tune)
+    main.add_command(report)
 
 
 _register_optional_commands()
