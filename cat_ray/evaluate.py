@@ -14,6 +14,7 @@ from cat_ray.data.types import VideoSplit, gather_windows
 from cat_ray.data.windows import eval_windows
 from cat_ray.metrics import PoseMetrics, evaluate_sequences, mpjpe, pa_mpjpe
 from cat_ray.models.model import TemporalModel
+from cat_ray.models.predictors import gather_offsets
 from cat_ray.rotations import axis_angle_to_rotmat
 
 BODY_CHUNK = 2048  # bodies per body-model call: bounds memory of the mesh (V x 3 per body)
@@ -29,6 +30,7 @@ class SplitPrediction:
     weights: Tensor | None  # (D, N) aggregation weight of each offset, where the aggregator has them
     offset_rotmat: Tensor | None = None  # (D, N, 24, 3, 3) G(f^p_{t,t+d}): each predictor P_d alone (Table IV)
     offset_betas: Tensor | None = None  # (D, N, 10)
+    source_corrupted: Tensor | None = None  # (D, N) bool: the frame t+d that predicted frame t was blocked
 
 
 @torch.no_grad()
@@ -43,13 +45,15 @@ def predict_split(model: TemporalModel, split: VideoSplit, seq_len: int, batch_s
     rotmat = split.features.new_zeros(N, 24, 3, 3)
     betas = split.features.new_zeros(N, 10)
     cam = split.features.new_zeros(N, 3)
-    weights = offset_rotmat = offset_betas = None
+    weights = offset_rotmat = offset_betas = source_corrupted = None
     if model.uses_predictors:
         offset_rotmat = split.features.new_zeros(len(model.offsets), N, 24, 3, 3)
         offset_betas = split.features.new_zeros(len(model.offsets), N, 10)
+        source_corrupted = torch.zeros(len(model.offsets), N, dtype=torch.bool, device=split.features.device)
     for first in range(0, len(starts), batch_size):
         chunk = starts[first:first + batch_size]
-        out = model(gather_windows(split, chunk, seq_len).features)
+        batch = gather_windows(split, chunk, seq_len)
+        out = model(batch.features)
         frame = (chunk[:, None] + torch.arange(seq_len, device=chunk.device))[keep[first:first + batch_size]]
         mask = keep[first:first + batch_size]
         rotmat[frame] = out.final.rotmat[mask].float()
@@ -62,8 +66,10 @@ def predict_split(model: TemporalModel, split: VideoSplit, seq_len: int, batch_s
         if out.per_offset is not None:
             offset_rotmat[:, frame] = out.per_offset.rotmat[:, mask].float()
             offset_betas[:, frame] = out.per_offset.betas[:, mask].float()
+            blocked, _ = gather_offsets(batch.corrupted[..., None], model.offsets)  # (D, B, T, 1), as the model saw it
+            source_corrupted[:, frame] = blocked[:, mask, 0]
     model.train(was_training)
-    return SplitPrediction(rotmat, betas, cam, weights, offset_rotmat, offset_betas)
+    return SplitPrediction(rotmat, betas, cam, weights, offset_rotmat, offset_betas, source_corrupted)
 
 
 def _in_chunks(fn, rotmat: Tensor, betas: Tensor) -> Tensor:
@@ -133,6 +139,19 @@ def per_offset_errors(pred: SplitPrediction, split: VideoSplit, body: BodyModel,
         joints = _in_chunks(body.joints14, rotmat, betas).cpu().numpy()
         errors[d] = (float(mpjpe(joints, gt).mean()), float(pa_mpjpe(joints, gt).mean()))
     return errors
+
+
+def weights_by_source(pred: SplitPrediction) -> dict[str, float]:
+    """Mean aggregation weight of predictions made from blocked vs clean frames t+d.
+
+    The mean weight per offset stays near 1/D when blocking hits every offset alike; this asks the
+    paper's question directly: are predictions from corrupted frames trusted less?
+    """
+    if pred.weights is None or pred.source_corrupted is None or not pred.source_corrupted.any():
+        return {}
+    blocked = pred.source_corrupted
+    return {"agg_weight_blocked_source": float(pred.weights[blocked].mean()),
+            "agg_weight_clean_source": float(pred.weights[~blocked].mean())}
 
 
 def mean_weights(pred: SplitPrediction, offsets: tuple[int, ...]) -> dict[int, float]:

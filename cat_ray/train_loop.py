@@ -28,7 +28,9 @@ from cat_ray.body.model import BodyModel
 from cat_ray.config import Config, ConfigError, format_offsets, load_config, save_config
 from cat_ray.data.mixing import MixedWindowSampler
 from cat_ray.data.sources import load_body, load_mean_params, load_splits
-from cat_ray.evaluate import aggregation_latency_ms, evaluate_prediction, mean_weights, per_offset_errors, predict_split
+from cat_ray.evaluate import (
+    aggregation_latency_ms, evaluate_prediction, mean_weights, per_offset_errors, predict_split, weights_by_source,
+)
 from cat_ray.losses import make_targets, total_loss
 from cat_ray.models.aggregators import AGGREGATORS, effective_offsets
 from cat_ray.models.model import TemporalModel, build_model
@@ -55,6 +57,9 @@ def reported_metric_names(cfg: Config) -> set[str]:
     offsets = effective_offsets(cfg.model.aggregator, cfg.model.offsets)
     if aggregator.has_weights:
         names |= {weight_metric(d) for d in offsets}
+        corrupt = cfg.data.corruption
+        if corrupt.mode != "none" and corrupt.ratio > 0:  # weights on predictions from blocked vs clean frames
+            names |= {"agg_weight_blocked_source", "agg_weight_clean_source"}
     if aggregator.uses_predictors:  # each P_d alone through G (Table IV)
         names |= {f"val_mpjpe_d{d}" for d in offsets} | {f"val_pa_mpjpe_d{d}" for d in offsets}
     return names
@@ -248,6 +253,7 @@ def _validate(model: TemporalModel, split, body: BodyModel, cfg: Config, device:
         pred = predict_split(model, split, cfg.data.seq_len, cfg.train.eval_batch_size)
         found = {f"val_{k}": v for k, v in evaluate_prediction(pred, split, body).as_dict().items()}
         found.update({weight_metric(d): w for d, w in mean_weights(pred, model.offsets).items()})
+        found.update(weights_by_source(pred))
         for d, (mpjpe, pa_mpjpe) in per_offset_errors(pred, split, body, model.offsets).items():
             found[f"val_mpjpe_d{d}"], found[f"val_pa_mpjpe_d{d}"] = mpjpe, pa_mpjpe
         found["agg_latency_ms"] = aggregation_latency_ms(model, cfg.data.feature_dim, device)

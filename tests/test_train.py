@@ -76,3 +76,22 @@ def test_weight_trace_records_the_aggregation_weights_per_step(tiny_overrides, t
     assert [point["step"] for point in trace] == [2, 4, 6]  # 2 epochs x 3 steps
     for point in trace:
         assert abs(sum(point[str(d)] for d in (-2, -1, 0, 1, 2)) - 1) < 1e-5
+
+
+def test_blocked_and_clean_source_weights_are_reported_under_corruption(tiny_overrides, tmp_path):
+    cfg = build_config(None, {**tiny_overrides, "train.epochs": 1, "data.corruption.mode": "center",
+                              "data.corruption.ratio": 0.33, "data.corruption.consecutive": 2})
+    metrics = train(cfg, tmp_path / "run", progress=False)
+    assert set(metrics) == reported_metric_names(cfg)
+    assert 0 < metrics["agg_weight_blocked_source"] < 1 and 0 < metrics["agg_weight_clean_source"] < 1
+
+
+def test_weights_by_source_separates_blocked_from_clean_predictions():
+    from cat_ray.evaluate import SplitPrediction, weights_by_source
+
+    weights = torch.tensor([[0.1, 0.5], [0.9, 0.5]])  # (D = 2, N = 2)
+    blocked = torch.tensor([[True, False], [False, False]])
+    pred = SplitPrediction(torch.zeros(2, 24, 3, 3), torch.zeros(2, 10), torch.zeros(2, 3), weights,
+                           source_corrupted=blocked)
+    assert weights_by_source(pred) == pytest.approx({"agg_weight_blocked_source": 0.1,
+                                                     "agg_weight_clean_source": (0.5 + 0.9 + 0.5) / 3})
