@@ -33,3 +33,15 @@ TINY = {
 def tiny_overrides(body_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Dotted overrides for a run of a few seconds: small widths, few videos, 2 epochs x 3 steps."""
     return {**TINY, "body.model_path": str(body_dir), "data.root": str(tmp_path_factory.getbasetemp() / "synthetic")}
+
+
+def isolated_sweep_env(root: Path) -> pytest.MonkeyPatch:
+    """A test's own cache and MLflow store under ``root`` (the env reaches Ray's workers), and no RAY_ADDRESS.
+
+    Module-scoped fixtures call it and ``undo()`` the returned MonkeyPatch when done.
+    """
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CAT_RAY_CACHE", str(root / "cache"))
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    mp.delenv("RAY_ADDRESS", raising=False)
+    return mp

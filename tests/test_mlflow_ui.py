@@ -21,7 +21,7 @@ from cat_ray.platform import tracking
 from cat_ray.platform.sweep import plan_sweep, run_sweep
 from cat_ray.platform.trainer import init_ray
 from cat_ray.search_space import load_search_space
-from conftest import TINY
+from conftest import TINY, isolated_sweep_env
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [pytest.mark.slow,
@@ -86,11 +86,8 @@ def api(base: str, endpoint: str, body: dict) -> dict:
 def ui(tmp_path_factory):
     """A finished two-trial sweep in a fresh store, and `mlflow ui` serving it."""
     root = tmp_path_factory.mktemp("ui")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CAT_RAY_CACHE", str(root / "cache"))
+    mp = isolated_sweep_env(root)
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    mp.setenv("MLFLOW_TRACKING_URI", uri)
-    mp.delenv("RAY_ADDRESS", raising=False)
     space = {"name": "ui-check", "base": {"set": dict(TINY)},
              "params": {"model.aggregator": {"type": "categorical", "choices": ["confidence", "gru"]}},
              "objective": {"metric": "val_pa_mpjpe", "mode": "min"},

@@ -19,7 +19,7 @@ from cat_ray.platform import tracking
 from cat_ray.platform.sweep import plan_sweep, run_sweep
 from cat_ray.platform.trainer import init_ray
 from cat_ray.search_space import load_search_space
-from conftest import TINY
+from conftest import TINY, isolated_sweep_env
 
 pytestmark = pytest.mark.slow
 
@@ -28,10 +28,7 @@ pytestmark = pytest.mark.slow
 def sweep(tmp_path_factory):
     """Two aggregators x two seeds, 2 epochs x 3 steps each, with the weight trace on."""
     root = tmp_path_factory.mktemp("report")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CAT_RAY_CACHE", str(root / "cache"))
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    mp.delenv("RAY_ADDRESS", raising=False)
+    mp = isolated_sweep_env(root)
     space = {"name": "tiny-report", "base": {"set": {**TINY, "train.weight_trace_every": 1}},
              "params": {"model.aggregator": {"type": "categorical", "choices": ["confidence", "average"]},
                         "train.seed": {"type": "categorical", "choices": [0, 1]}},

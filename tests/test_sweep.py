@@ -18,7 +18,7 @@ from cat_ray.platform import tracking
 from cat_ray.platform.sweep import SweepRecord, plan_sweep, run_sweep
 from cat_ray.platform.trainer import init_ray
 from cat_ray.search_space import load_search_space
-from test_trainer import TINY
+from conftest import TINY, isolated_sweep_env
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -41,10 +41,7 @@ def write_space(folder: Path, params: dict, num_samples: int, **sections) -> Pat
 def env(tmp_path_factory):
     """A store, a cache and a local Ray shared by the module; the environment reaches Ray's workers."""
     root = tmp_path_factory.mktemp("sweeps")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CAT_RAY_CACHE", str(root / "cache"))
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    mp.delenv("RAY_ADDRESS", raising=False)
+    mp = isolated_sweep_env(root)
     tracking.prepare_store(os.environ["MLFLOW_TRACKING_URI"])
     import ray
 

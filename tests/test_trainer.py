@@ -12,17 +12,9 @@ from cat_ray.config import build_config, set_dotted
 from cat_ray.platform import tracking
 from cat_ray.platform.trainer import init_ray, run_training
 from cat_ray.train_loop import TrainingDiverged
+from conftest import TINY
 
 pytestmark = pytest.mark.slow
-
-# The smallest schedule that exercises everything: a tiny model, a handful of short videos.
-TINY = {
-    "data.feature_dim": 32, "data.train_videos": 2, "data.val_videos": 1, "data.test_videos": 1,
-    "data.frames_per_video": 32, "model.predictor_hidden": 16, "model.regressor_hidden": 16,
-    "model.variance_hidden": 8, "model.temporal_hidden": 16, "train.epochs": 2, "train.iters_per_epoch": 3,
-    "train.batch_size": 4, "train.eval_batch_size": 8,
-}
-
 
 def tiny_config(**overrides):
     tree: dict = {}

@@ -17,6 +17,7 @@ Only world rank 0 talks to MLflow (:class:`cat_ray.platform.tracking.EpochLogger
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -91,9 +92,19 @@ def _chain(*reporters: Reporter | None) -> Reporter:
     return report
 
 
+# Ray logs one INFO line per saved checkpoint, i.e. per epoch of every trial: the progress table says it already.
+_CHECKPOINT_LOGGERS = ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage")
+
+
+def _quiet_checkpoint_logs() -> None:
+    for name in _CHECKPOINT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _tune_reporter(epoch: int, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
     from ray import tune
 
+    _quiet_checkpoint_logs()
     checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
     tune.report({**metrics, "epoch": epoch}, checkpoint=checkpoint)
 
@@ -101,6 +112,7 @@ def _tune_reporter(epoch: int, metrics: dict[str, float], checkpoint_dir: Path |
 def _train_reporter(epoch: int, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
     import ray.train
 
+    _quiet_checkpoint_logs()
     checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
     ray.train.report({**metrics, "epoch": epoch}, checkpoint=checkpoint)
 
