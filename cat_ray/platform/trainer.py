@@ -92,13 +92,19 @@ def _chain(*reporters: Reporter | None) -> Reporter:
     return report
 
 
-# Ray logs one INFO line per saved checkpoint, i.e. per epoch of every trial: the progress table says it already.
+# Ray logs INFO lines per saved checkpoint and per report, i.e. per epoch of every trial and rank:
+# the progress table and the epoch lines say it already.
 _CHECKPOINT_LOGGERS = ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage")
 
 
 def _quiet_checkpoint_logs() -> None:
     for name in _CHECKPOINT_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    try:  # Ray Train v2 also logs every rank's whole report dict; its logger is named by file path
+        from ray.train.v2._internal.execution import context
+    except ImportError:
+        return
+    context.logger.setLevel(logging.WARNING)
 
 
 def _tune_reporter(epoch: int, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
@@ -178,7 +184,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     resume = _restored_checkpoint(ray.train.get_checkpoint(), run_dir / f"resume_rank{rank}")
     try:
         train_loop.train(loop_config["cfg"], run_dir, reporter=_chain(logger, _train_reporter),
-                         resume_checkpoint=resume, progress=False)
+                         resume_checkpoint=resume, progress=loop_config["progress"])
     except train_loop.TrainingDiverged as err:
         # A diverged run fails the same way on every retry: the workers end cleanly (no worker-group
         # restart) and rank 0 leaves the reason next to the run's checkpoints for the caller to raise.
@@ -190,8 +196,10 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
 
 def fit_with_ray_train(cfg: Config, run_dir: Path, workers: int, cpus_per_worker: float = 1, gpus_per_worker: float = 0,
                        storage_path: str | Path | None = None, name: str = "train", tracking: TrackingTarget | None = None,
-                       max_failures: int = 2, in_tune: bool = False) -> dict[str, float]:
+                       max_failures: int = 2, in_tune: bool = False, progress: bool = False) -> dict[str, float]:
     """Train data-parallel under a ``TorchTrainer`` and return the last epoch's metrics (rank 0).
+
+    ``progress``: rank 0 prints a line per epoch (for ``cat-ray train``; a sweep shows Tune's table).
 
     ``name`` must be stable (the trial id in a sweep): the run resumes from its latest checkpoint under
     ``storage_path/name``. ``storage_path`` must be a folder on shared storage (NFS) on a multi-node
@@ -218,7 +226,8 @@ def fit_with_ray_train(cfg: Config, run_dir: Path, workers: int, cpus_per_worker
     marker.unlink(missing_ok=True)
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"cfg": cfg, "run_dir": str(run_dir), "tracking": tracking, "diverged_marker": str(marker)},
+        train_loop_config={"cfg": cfg, "run_dir": str(run_dir), "tracking": tracking, "diverged_marker": str(marker),
+                           "progress": progress},
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=ray.train.RunConfig(
@@ -256,4 +265,5 @@ def run_training(cfg: Config, run_dir: Path, workers: int = 1, cpus_per_worker: 
         return fit_in_process(cfg, run_dir, tracking=tracking, in_tune=in_tune, resume_checkpoint=resume_checkpoint,
                               progress=progress)
     return fit_with_ray_train(cfg, run_dir, workers, cpus_per_worker, gpus_per_worker, storage_path=storage_path,
-                              name=name, tracking=tracking, max_failures=max_failures, in_tune=in_tune)
+                              name=name, tracking=tracking, max_failures=max_failures, in_tune=in_tune,
+                              progress=progress and not in_tune)
