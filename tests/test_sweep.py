@@ -151,3 +151,17 @@ def test_resume_refuses_a_sweep_started_with_other_settings(tmp_path):
     with pytest.raises(ConfigError, match="no"):
         plan_sweep(load_search_space(space_file), "other", tmp_path, must_exist=True)
     assert plan_sweep(load_search_space(space_file), "s", tmp_path).action == "resume"
+
+
+def test_multi_objective_sweep_reports_the_pareto_front(env, tmp_path):
+    """Two objectives (accuracy and aggregation latency): Optuna keeps both, the parent run gets the front."""
+    space_file = write_space(tmp_path, {"model.aggregator": {"type": "categorical", "choices": ["confidence", "average"]}}, 2,
+                             objective={"metric": ["val_pa_mpjpe", "agg_latency_ms"], "mode": "min"},
+                             search={"sampler": "grid", "max_concurrent": 1})
+    result = run_sweep(plan_sweep(load_search_space(space_file), "pareto", tmp_path / "ray"))
+    assert {r.info.status for r in children(result)} == {"FINISHED"}
+    client = MlflowClient(result.uri)
+    table = Path(client.download_artifacts(result.parent_run_id, "comparison.md", str(tmp_path))).read_text()
+    assert "## Pareto front" in table and "agg_latency_ms (min)" in table
+    study = optuna.load_study(study_name="pareto", storage=f"sqlite:///{tmp_path / 'ray' / 'pareto' / 'optuna.db'}")
+    assert len(study.directions) == 2 and all(len(t.values) == 2 for t in study.trials)
