@@ -91,3 +91,19 @@ def test_real_format_data_import_train_and_eval(tiny_overrides, tmp_path):
     assert [v["frames"] for v in report["per_video"]] == [20, 17]
     assert report["corruption"] == {"mode": "center", "ratio": 0.2, "consecutive": 2}
     assert all(report["overall"][k] > 0 for k in ("mpjpe", "pa_mpjpe", "pve", "accel_err"))
+
+
+def test_eval_logs_its_figures_to_an_mlflow_run(tiny_overrides, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("eval")).info.run_id
+    assert run("train", "--out", tmp_path / "run", "--quiet", *sets({**tiny_overrides, "train.epochs": 1})).exit_code == 0
+    result = run("eval", tmp_path / "run" / "best", "--split", "val", "--run-id", run_id)
+    assert result.exit_code == 0, result.output
+    logged = client.get_run(run_id).data.metrics
+    report = json.loads((tmp_path / "run" / "eval-synthetic-val.json").read_text())
+    assert logged["synthetic_val_pa_mpjpe"] == pytest.approx(report["overall"]["pa_mpjpe"])
+    assert "eval-synthetic-val.json" in [a.path for a in client.list_artifacts(run_id)]
