@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 
 from common import ROOT, add_common_args, goal_line, report, setup, time_interleaved
 

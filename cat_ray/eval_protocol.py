@@ -15,7 +15,7 @@ import torch
 
 from cat_ray.config import ConfigError, CorruptionConfig, config_to_dict
 from cat_ray.data.feature_corruption import corrupt_features
-from cat_ray.data.sources import VIBE_ROLES, body_dir
+from cat_ray.data.sources import body_dir
 from cat_ray.data.synthetic import load_or_generate
 from cat_ray.data.types import VideoSplit
 from cat_ray.data.vibe_db import VIBE_SOURCES, load_vibe_split

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cat_ray.config import ConfigError, format_offsets, parse_offsets
+from cat_ray.config import ConfigError, parse_offsets
 from cat_ray.platform import tracking
 
 if TYPE_CHECKING:
