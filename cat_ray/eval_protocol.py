@@ -11,7 +11,6 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import torch
 
 from cat_ray.config import ConfigError, CorruptionConfig, config_to_dict
 from cat_ray.data.feature_corruption import corrupt_features
@@ -19,7 +18,7 @@ from cat_ray.data.sources import body_dir
 from cat_ray.data.synthetic import load_or_generate
 from cat_ray.data.types import VideoSplit
 from cat_ray.data.vibe_db import VIBE_SOURCES, load_vibe_split
-from cat_ray.evaluate import SplitPrediction, evaluate_prediction, mean_weights, predict_split
+from cat_ray.evaluate import frame_arrays, mean_weights, predict_split
 from cat_ray.paths import cache_root
 from cat_ray.train_loop import load_trained_model
 
@@ -54,16 +53,6 @@ def parse_corruption(text: str) -> CorruptionConfig:
     return CorruptionConfig(mode=mode, ratio=ratio, consecutive=consecutive)
 
 
-def _slice(split: VideoSplit, pred: SplitPrediction, video: int) -> tuple[VideoSplit, SplitPrediction]:
-    first, end = int(split.video_start[video]), int(split.video_start[video + 1])
-    frames = slice(first, end)
-    one = replace(split, features=split.features[frames], video_start=torch.tensor([0, end - first]),
-                  pose=split.pose[frames], shape=split.shape[frames], joints3d=split.joints3d[frames],
-                  joints2d=split.joints2d[frames], corrupted=split.corrupted[frames])
-    weights = None if pred.weights is None else pred.weights[:, frames]
-    return one, SplitPrediction(pred.rotmat[frames], pred.betas[frames], pred.cam[frames], weights)
-
-
 def load_eval_split(cfg, data: str, split: str, root: str | None) -> VideoSplit:
     if data == "synthetic":
         if split not in ("val", "test"):
@@ -88,12 +77,11 @@ def evaluate_checkpoint(checkpoint: Path, data: str = "synthetic", split: str = 
         cfg = replace(cfg, data=replace(cfg.data, corruption=corruption))
     target = load_eval_split(cfg, data, split, root).to(device)
     pred = predict_split(model, target, cfg.data.seq_len, cfg.train.eval_batch_size)
-    overall = evaluate_prediction(pred, target, body).as_dict()
-    per_video = []
-    for video in range(target.num_videos):
-        one_split, one_pred = _slice(target, pred, video)
-        figures = evaluate_prediction(one_pred, one_split, body).as_dict()
-        per_video.append({"video": video, "frames": one_split.num_frames, **figures})
+    arrays = frame_arrays(pred, target, body)  # joints and meshes once; every figure below reads them
+    overall = arrays.evaluate().as_dict()
+    bounds = target.video_start.tolist()
+    per_video = [{"video": video, "frames": end - first, **arrays.evaluate(slice(first, end)).as_dict()}
+                 for video, (first, end) in enumerate(zip(bounds[:-1], bounds[1:]))]
     weights = {str(d): w for d, w in mean_weights(pred, model.offsets).items()}
     return EvalReport(str(checkpoint), data, split, asdict(cfg.data.corruption), overall, weights, per_video,
                       config_to_dict(cfg))

@@ -115,17 +115,38 @@ class GroundTruthMeshes:
 GROUND_TRUTH_MESHES = GroundTruthMeshes()
 
 
+@dataclass
+class FrameArrays:
+    """What the metrics compare, per frame in metres (NumPy): predicted and ground-truth joints and meshes."""
+
+    pred_j3d: np.ndarray  # (N, 14, 3)
+    gt_j3d: np.ndarray  # (N, 14, 3)
+    pred_verts: np.ndarray | None  # (N, V, 3), None without SMPL ground truth (no PVE)
+    gt_verts: np.ndarray | None
+    video_ids: np.ndarray  # (N,)
+
+    def evaluate(self, frames: slice = slice(None)) -> PoseMetrics:
+        """The four metrics over ``frames`` (all by default; one video's frames for per-video figures)."""
+        verts = (None, None) if self.pred_verts is None else (self.pred_verts[frames], self.gt_verts[frames])
+        return evaluate_sequences(self.pred_j3d[frames], self.gt_j3d[frames], *verts, self.video_ids[frames])
+
+
 @torch.no_grad()
-def evaluate_prediction(pred: SplitPrediction, split: VideoSplit, body: BodyModel, with_pve: bool = True) -> PoseMetrics:
-    """MPJPE, PA-MPJPE, PVE (mm) and acceleration error (mm/frame^2) against the split's ground truth.
+def frame_arrays(pred: SplitPrediction, split: VideoSplit, body: BodyModel, with_pve: bool = True) -> FrameArrays:
+    """Joints (and meshes, where the split has SMPL ground truth) of a prediction and of the ground truth.
 
     The ground-truth meshes come from :data:`GROUND_TRUTH_MESHES` (computed once per split)."""
-    pred_j3d = _in_chunks(body.joints14, pred.rotmat, pred.betas)
+    pred_j3d = _in_chunks(body.joints14, pred.rotmat, pred.betas).cpu().numpy()
     pred_verts = gt_verts = None
     if with_pve and split.has_smpl:
         pred_verts = _in_chunks(body.vertices, pred.rotmat, pred.betas).cpu().numpy()
         gt_verts = GROUND_TRUTH_MESHES(split, body)
-    return evaluate_sequences(pred_j3d.cpu().numpy(), split.joints3d.cpu().numpy(), pred_verts, gt_verts, video_ids(split))
+    return FrameArrays(pred_j3d, split.joints3d.cpu().numpy(), pred_verts, gt_verts, video_ids(split))
+
+
+def evaluate_prediction(pred: SplitPrediction, split: VideoSplit, body: BodyModel, with_pve: bool = True) -> PoseMetrics:
+    """MPJPE, PA-MPJPE, PVE (mm) and acceleration error (mm/frame^2) against the split's ground truth."""
+    return frame_arrays(pred, split, body, with_pve).evaluate()
 
 
 @torch.no_grad()
