@@ -175,7 +175,7 @@ def train(cfg: Config, run_dir: Path, reporter: Reporter | None = None,
         _write_json_atomic(run_dir / "provenance.json", run_provenance())  # commit, command, machine, versions
 
     body = load_body(cfg).to(device)
-    splits = {name: split.to(device) for name, split in load_splits(cfg, body).items()}
+    splits = {name: split.to(device) for name, split in load_splits(cfg).items()}
     sampler = MixedWindowSampler.from_config(cfg.data, splits, seed=cfg.train.seed, rank=rank, world_size=world)
     model = build_model(cfg.model, cfg.data.feature_dim, load_mean_params(cfg)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)

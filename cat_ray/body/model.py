@@ -30,12 +30,13 @@ import torch
 from torch import nn
 
 from cat_ray.body.standin import make_standin
+from cat_ray.metrics import PELVIS_JOINTS
 from cat_ray.paths import cache_root
 
 # VIBE's H36M regressor rows -> the 14 LSP evaluation joints: R ankle, R knee, R hip, L hip,
 # L knee, L ankle, R wrist, R elbow, R shoulder, L shoulder, L elbow, L wrist, neck, head top.
 H36M_TO_J14 = (6, 5, 4, 1, 2, 3, 16, 15, 14, 11, 12, 13, 8, 10)
-PELVIS_J14 = (2, 3)  # the hips; their mean centres the joints (VIBE)
+PELVIS_J14 = PELVIS_JOINTS  # the hips; their mean centres the joints (VIBE), defined once in metrics
 SMPL_FILE = "SMPL_NEUTRAL.pkl"
 H36M_REGRESSOR_FILE = "J_regressor_h36m.npy"
 MEAN_PARAMS_FILE = "smpl_mean_params.npz"

@@ -60,7 +60,7 @@ def load_vibe_splits(cfg: Config, roles: tuple[str, ...] = tuple(VIBE_ROLES)) ->
     return splits
 
 
-def load_splits(cfg: Config, body: BodyModel) -> dict[str, VideoSplit]:
+def load_splits(cfg: Config) -> dict[str, VideoSplit]:
     """``train/3dpw``, ``train/h36m``, ``train/insta``, ``val``, ``test`` for the configured source."""
     if cfg.data.source == "vibe":
         return load_vibe_splits(cfg)
