@@ -106,3 +106,21 @@ def test_eval_logs_its_figures_to_an_mlflow_run(tiny_overrides, tmp_path, monkey
     report = json.loads((tmp_path / "run" / "eval-synthetic-val.json").read_text())
     assert logged["synthetic_val_pa_mpjpe"] == pytest.approx(report["overall"]["pa_mpjpe"])
     assert "eval-synthetic-val.json" in [a.path for a in client.list_artifacts(run_id)]
+
+
+@pytest.mark.slow
+def test_two_worker_train_prints_each_epoch_line_once(tiny_overrides, tmp_path):
+    """Under Ray Train, rank 0's epoch lines reach the terminal through Ray's log forwarding: once each
+    (Ray Train's print patch used to log every line a second time)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CAT_RAY_CACHE": str(tmp_path / "cache"), "RAY_DEDUP_LOGS": "0"}
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run([sys.executable, "-c", "from cat_ray.cli import main; main()", "train", "--workers", "2", "--out", str(tmp_path / "run"),
+                          *sets(tiny_overrides)], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = (out.stdout + out.stderr).splitlines()
+    for epoch in (1, 2):
+        assert sum(f"epoch {epoch}/2  loss" in line for line in lines) == 1, "\n".join(lines[-40:])

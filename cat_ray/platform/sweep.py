@@ -264,7 +264,7 @@ def _tuner(plan: Plan, sweep: tracking.SweepRun, max_failures: int):
         trainable,
         tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent),
                                     scheduler=tune_scheduler(space), num_samples=segment.num_samples,
-                                    reuse_actors=in_process,  # a reused trial process skips Python + torch start-up
+                                    reuse_actors=True,  # a reused trial process skips Python, torch and MLflow start-up
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=segment.name, storage_path=str(plan.folder), callbacks=[_trial_status_callback(space, sweep)],

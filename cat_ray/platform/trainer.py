@@ -5,13 +5,14 @@ Two paths, picked by :func:`run_training`:
 - **In-process** (one worker, no GPU requested): ``train_loop.train`` runs in the calling process. Outside
   a sweep this needs no Ray at all; inside a Tune trial it reports each epoch with ``ray.tune.report`` and
   resumes from ``ray.tune.get_checkpoint()``. Start-up cost: only the training's own (no extra process,
-  no placement group); measured about 1 s per trial on top of training in a sweep here (see the README).
+  no placement group); measured about 2 s per trial on top of training in a sweep here (benchmarks/sweep.py).
 - **Ray Train** (several workers, or GPUs): a ``TorchTrainer`` with one worker actor per rank, DDP over
   gloo (CPU) or NCCL (GPU), each rank sampling its share of the global batch. Every rank calls
   ``ray.train.report`` each epoch (rank 0 with the checkpoint); a restarted worker group, a retried or
   a restored trial resumes from ``ray.train.get_checkpoint()`` because the Train run is named after the
   trial (no timestamp). Start-up cost: a Train controller, a placement group, one actor per worker,
-  ``import torch`` in each and the process group: about 10-16 s per run on this 2-core machine.
+  ``import torch`` in each and the process group: about 15 s per 2-worker trial on a 2-core machine,
+  8-9 s of it Ray Train's own (benchmarks/sweep.py).
 
 Only world rank 0 talks to MLflow (:class:`cat_ray.platform.tracking.EpochLogger`).
 """
@@ -162,6 +163,27 @@ def fit_in_process(cfg: Config, run_dir: Path, tracking: TrackingTarget | None =
 # --------------------------------------------------------------------------- Ray Train path
 
 
+class _BackgroundLogger:
+    """Rank 0's :class:`EpochLogger`, opened on a thread: importing MLflow and starting its store take
+    about 2 s in a fresh worker, which overlap with building the data and the model instead of
+    delaying every rank (benchmarks/sweep.py). The first epoch's report waits for it; an MLflow error
+    is raised there."""
+
+    def __init__(self, tracking: TrackingTarget, node_ids: list[Any]):
+        from concurrent.futures import ThreadPoolExecutor
+
+        def open_logger() -> EpochLogger:
+            _set_nodes_tag(tracking, node_ids)
+            return EpochLogger(tracking)
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix="cat-ray-mlflow")
+        self._future = pool.submit(open_logger)
+        pool.shutdown(wait=False)  # the thread ends with open_logger
+
+    def __call__(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        self._future.result()(epoch, metrics, checkpoint_dir)
+
+
 def _worker_loop(loop_config: dict[str, Any]) -> None:
     """One rank of a TorchTrainer run (the process group is already up: gloo or NCCL)."""
     import ray
@@ -177,10 +199,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     # Which node each rank runs on, gathered to rank 0 and logged: evidence of a multi-node run.
     node_ids: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(node_ids, ray.get_runtime_context().get_node_id())
-    logger = None
-    if rank == 0 and tracking is not None:
-        logger = EpochLogger(tracking)
-        _set_nodes_tag(tracking, node_ids)
+    logger = _BackgroundLogger(tracking, node_ids) if rank == 0 and tracking is not None else None
     resume = _restored_checkpoint(ray.train.get_checkpoint(), run_dir / f"resume_rank{rank}")
     try:
         train_loop.train(loop_config["cfg"], run_dir, reporter=_chain(logger, _train_reporter),
@@ -192,6 +211,22 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
             marker = Path(loop_config["diverged_marker"])
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(str(err))
+
+
+# Ray Train (v2) settings its controller passes on to the workers; a user's own values win.
+RAY_TRAIN_ENV = {
+    # The controller polls the worker group every 2 s by default, so a run's end (and a restart after a
+    # failure) waits up to 2 s for the next poll: 0.2 s saves about 2 s per trial (benchmarks/sweep.py).
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    # Train's patched print() on the workers logs each line a second time, and the driver showed every
+    # epoch line twice; plain print goes to the driver once.
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+}
+
+
+def _tune_ray_train_env() -> None:
+    for key, value in RAY_TRAIN_ENV.items():
+        os.environ.setdefault(key, value)
 
 
 def fit_with_ray_train(cfg: Config, run_dir: Path, workers: int, cpus_per_worker: float = 1, gpus_per_worker: float = 0,
@@ -212,6 +247,7 @@ def fit_with_ray_train(cfg: Config, run_dir: Path, workers: int, cpus_per_worker
     from cat_ray import train_loop
 
     init_ray()
+    _tune_ray_train_env()
     callbacks = []
     if in_tune:
         from ray.tune.integration.ray_train import TuneReportCallback
