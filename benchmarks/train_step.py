@@ -7,7 +7,7 @@ float32). Same sizes, same loss, same optimiser. Goal (issue 7, item 3): >= 3x t
 second of the reference on this CPU. Before timing, both compute the loss of one batch with the
 same weights (dropout off): the sanity line prints both values.
 
-    python benchmarks/train_step.py [--sizes laptop,paper] [--device cuda] [--precision bf16]
+    python benchmarks/train_step.py [--sizes laptop,paper] [--device cuda] [--precision bf16] [--compile]
 
 laptop = configs/laptop.yaml (16 windows x 16 frames, 256-d features, hidden 256);
 paper = the paper's defaults (32 x 16, 2048-d features, predictor 2048, regressor 1024).
@@ -45,13 +45,14 @@ def random_batch(cfg: Config, device: torch.device, seed: int = 0) -> Batch:
 
 
 def training_step(model: TemporalModel, body: BodyModel, cfg: Config, device: torch.device,
-                  precision: str = "fp32") -> Callable[[Batch], None]:
+                  precision: str = "fp32", compile_model: bool = False) -> Callable[[Batch], None]:
     """One optimisation step on a batch, as the inner loop of ``train_loop.train`` (Adam, Eq. 20)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    net = torch.compile(model) if compile_model else model  # as train.compile: the warm-up steps compile
 
     def step(batch: Batch) -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out = model(batch.features)
+            out = net(batch.features)
         terms = total_loss(out, make_targets(batch, body, False), body, cfg.loss, cfg.model.edge_policy)
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
@@ -64,7 +65,7 @@ def run(name: str, cfg: Config, body: BodyModel, device: torch.device, args: arg
     m = cfg.model
     print(f"\n[{name}] batch {cfg.train.batch_size} x {cfg.data.seq_len}, offsets {m.offsets}, feature "
           f"{cfg.data.feature_dim}, predictor_hidden {m.predictor_hidden}, variance_hidden {m.variance_hidden}, "
-          f"regressor_hidden {m.regressor_hidden}; ours in {args.precision}, "
+          f"regressor_hidden {m.regressor_hidden}; ours in {args.precision}{', compiled' if args.compile else ''}, "
           "reference in fp32", flush=True)
     torch.manual_seed(0)
     mean = MeanParams.neutral()
@@ -83,7 +84,7 @@ def run(name: str, cfg: Config, body: BodyModel, device: torch.device, args: arg
     print(f"sanity: loss with the same weights, dropout off: ours {ours:.6f}, reference {theirs:.6f}, "
           f"relative difference {abs(ours - theirs) / abs(theirs):.1e}")
 
-    our_step = training_step(model, body, cfg, device, args.precision)
+    our_step = training_step(model, body, cfg, device, args.precision, args.compile)
     opt_ref = torch.optim.Adam(reference.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
 
     def reference_step():
@@ -107,6 +108,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="laptop,paper", help="comma-separated: laptop, paper (default both)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                         help="our step's autocast precision (default fp32; the reference stays fp32)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile our model (train.compile); the warm-up step compiles, untimed")
     parser.add_argument("--body-dir", default="", help="body model folder (default: the stand-in under the cache)")
     add_common_args(parser, repeats=6)
     args = parser.parse_args()

@@ -191,6 +191,8 @@ def train(cfg: Config, run_dir: Path, reporter: Reporter | None = None,
         sampler.load_state_dict(payload["sampler"])
         torch.set_rng_state(payload["torch_rng"])
     net = DistributedDataParallel(model) if world > 1 else model
+    if cfg.train.compile:  # the step's forward only; validation and checkpoints use the eager `model` (same weights)
+        net = torch.compile(net)
     with_mesh = cfg.loss.w_mesh > 0
     use_bf16 = cfg.train.precision == "bf16" and device.type == "cuda"
     line = _EpochLine(progress and rank == 0, cfg.train.epochs, cfg.train.iters_per_epoch)

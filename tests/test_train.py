@@ -95,3 +95,22 @@ def test_weights_by_source_separates_blocked_from_clean_predictions():
                            source_corrupted=blocked)
     assert weights_by_source(pred) == pytest.approx({"agg_weight_blocked_source": 0.1,
                                                      "agg_weight_clean_source": (0.5 + 0.9 + 0.5) / 3})
+
+
+@pytest.mark.slow
+def test_compiled_training_equals_eager_training(tiny_overrides, tmp_path, monkeypatch):
+    """train.compile runs the step through torch.compile (inductor, a real C++ build) and trains the same
+    model: the same losses and validation errors as eager, up to float reassociation."""
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config, "fallback_random", True)  # dropout masks from eager's RNG, as in eager
+    from torch._dynamo.utils import counters
+
+    eager = train(build_config(None, tiny_overrides), tmp_path / "eager", progress=False)
+    counters.clear()
+    compiled = train(build_config(None, {**tiny_overrides, "train.compile": True}), tmp_path / "compiled", progress=False)
+    assert counters["stats"]["unique_graphs"] >= 1  # dynamo did capture the model
+    for key in ("train_loss", "val_mpjpe", "val_pa_mpjpe"):
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-4), key
+    assert compiled["train_loss"] != pytest.approx(train(build_config(None, {**tiny_overrides, "train.seed": 1}),
+                                                         tmp_path / "other", progress=False)["train_loss"], rel=1e-4)

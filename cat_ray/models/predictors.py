@@ -28,7 +28,9 @@ def gather_offsets(features: Tensor, offsets: tuple[int, ...]) -> tuple[Tensor, 
         inside: (D, T) bool, whether t + d_i lies in [0, T).
     """
     B, T, C = features.shape
-    target = _offset_targets(tuple(offsets), T, features.device)  # (D, T) t + d
+    # Under torch.compile the index is traced into the graph (a constant), not cached.
+    make_targets = _offset_targets.__wrapped__ if torch.compiler.is_compiling() else _offset_targets
+    target = make_targets(tuple(offsets), T, features.device)  # (D, T) t + d
     index = target.clamp(0, T - 1)
     rows = (torch.arange(B, device=features.device)[None, :, None] * T + index[:, None, :]).reshape(-1)  # (D*B*T,)
     shifted = features.reshape(B * T, C).index_select(0, rows).view(len(offsets), B, T, C)  # one gather, (D, B, T, C) layout
