@@ -142,8 +142,8 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="DDP workers per trial to measure (default 1,2)")
     parser.add_argument("--iters", type=int, default=10, help="iterations per epoch in overhead trials (default 10)")
     parser.add_argument("--scaling-trials", type=int, default=8, help="trials per scaling sweep (default 8)")
-    parser.add_argument("--scaling-iters", type=int, default=150,
-                        help="iterations per epoch in scaling trials (default 150: several seconds of training)")
+    parser.add_argument("--scaling-iters", type=int, default=300,
+                        help="iterations per epoch in scaling trials (default 300: about 15 s of training a trial)")
     parser.add_argument("--skip-scaling", action="store_true", help="measure the overhead only")
     parser.add_argument("--skip-overhead", action="store_true", help="measure the scaling only")
     args = parser.parse_args()

@@ -45,7 +45,7 @@ def env(tmp_path_factory):
     tracking.prepare_store(os.environ["MLFLOW_TRACKING_URI"])
     import ray
 
-    init_ray(num_cpus=2)
+    init_ray(num_cpus=2, num_gpus=1)  # one GPU as a Ray resource (none is real here): GPU trials are placed by it
     yield root
     ray.shutdown()
     mp.undo()
@@ -165,3 +165,18 @@ def test_multi_objective_sweep_reports_the_pareto_front(env, tmp_path):
     assert "## Pareto front" in table and "agg_latency_ms (min)" in table
     study = optuna.load_study(study_name="pareto", storage=f"sqlite:///{tmp_path / 'ray' / 'pareto' / 'optuna.db'}")
     assert len(study.directions) == 2 and all(len(t.values) == 2 for t in study.trials)
+
+
+def test_a_one_gpu_trial_trains_in_its_own_process_holding_its_gpu(env, tmp_path):
+    """A one-worker GPU trial (the paper profiles' shape) pays for no TorchTrainer worker group: the trial
+    process reserves the GPU itself and Ray assigns it (CUDA_VISIBLE_DEVICES; on this CPU torch sees none)."""
+    space_file = write_space(tmp_path, {"optim.lr": {"type": "categorical", "choices": [1.0e-4, 3.0e-4]}}, 2,
+                             search={"sampler": "grid", "max_concurrent": 2},
+                             resources={"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 1})
+    result = run_sweep(plan_sweep(load_search_space(space_file), "gpu", tmp_path / "ray"))
+    runs = children(result)
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        assert run.data.tags[tracking.LAUNCH_TAG] == "in-process"
+        assert run.data.tags[tracking.GPUS_TAG] == "0"  # Ray gave the trial process the cluster's one GPU
+    assert not (tmp_path / "ray" / "gpu" / "train").exists()  # no Ray Train run was made

@@ -81,6 +81,7 @@ def test_torch_trainer_with_two_gloo_workers_logs_from_rank_zero_and_resumes(loc
     assert _epochs(sweep_run, target.run_id) == [1, 2]  # one value per epoch: only rank 0 logged
     run = sweep_run.client().get_run(target.run_id)
     assert len(run.data.tags[tracking.NODES_TAG].split(",")) == 2  # one node id per rank
+    assert run.data.tags[tracking.LAUNCH_TAG] == "ray-train" and run.data.tags[tracking.GPUS_TAG] == "-;-"
     assert list((storage / "ddp").glob("checkpoint_*/checkpoint.pt"))
     # The same name resumes from the Train run's checkpoint: a longer schedule continues at epoch 3.
     longer = tiny_config(**{"train.epochs": 3})

@@ -29,7 +29,7 @@ from typing import Any
 
 from cat_ray.config import ConfigError
 from cat_ray.platform import tracking
-from cat_ray.platform.trainer import init_ray, run_training
+from cat_ray.platform.trainer import init_ray, run_training, trial_resources
 from cat_ray.search_space import SearchSpace, define_by_run, optuna_sampler, trial_config, tune_scheduler
 
 SWEEP_FILE = "sweep.json"
@@ -246,12 +246,8 @@ def _tuner(plan: Plan, sweep: tracking.SweepRun, max_failures: int):
     assert segment is not None
     ctx = TrialContext(space, sweep, segment.first_index, str(plan.folder / "train"), max_failures)
     r = space.resources
-    # In-process trials hold their worker's CPU; a trial that launches a TorchTrainer holds no CPU
-    # itself (its workers reserve them), or 2-worker trials could never fit on 2 cores. Tune refuses
-    # an empty request, hence one byte of memory.
-    in_process = r.workers == 1 and r.gpus_per_worker == 0
-    trial_resources = {"CPU": r.cpus_per_worker} if in_process else {"CPU": 0, "memory": 1}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), trial_resources)
+    resources = trial_resources(r.workers, r.cpus_per_worker, r.gpus_per_worker)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
     segment_path = plan.folder / segment.name
     if plan.action == "resume" and tune.Tuner.can_restore(str(segment_path)):
         return tune.Tuner.restore(str(segment_path), trainable, resume_unfinished=True, resume_errored=False,

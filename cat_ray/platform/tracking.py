@@ -45,6 +45,8 @@ BEST_VALUE_TAG = "cat_ray.best_value"
 BEST_EPOCH_TAG = "cat_ray.best_epoch"
 OBJECTIVE_TAG = "cat_ray.objective"
 NODES_TAG = "cat_ray.worker_nodes"
+LAUNCH_TAG = "cat_ray.launch"  # "in-process" or "ray-train" (a TorchTrainer worker group)
+GPUS_TAG = "cat_ray.worker_gpus"  # the GPU ids Ray gave each rank, "-" for none; ";" between ranks
 PARENT_TAG = "mlflow.parentRunId"
 MAX_TAG_CHARS = 5000  # MLflow caps tag values at 8000 characters
 

@@ -2,11 +2,14 @@
 
 Two paths, picked by :func:`run_training`:
 
-- **In-process** (one worker, no GPU requested): ``train_loop.train`` runs in the calling process. Outside
-  a sweep this needs no Ray at all; inside a Tune trial it reports each epoch with ``ray.tune.report`` and
-  resumes from ``ray.tune.get_checkpoint()``. Start-up cost: only the training's own (no extra process,
-  no placement group); measured about 2 s per trial on top of training in a sweep here (benchmarks/sweep.py).
-- **Ray Train** (several workers, or GPUs): a ``TorchTrainer`` with one worker actor per rank, DDP over
+- **In-process** (one worker: see :func:`runs_in_process`): ``train_loop.train`` runs in the calling
+  process. Outside a sweep this needs no Ray at all; inside a Tune trial it reports each epoch with
+  ``ray.tune.report`` and resumes from ``ray.tune.get_checkpoint()``. A one-GPU trial holds its GPU itself
+  (Ray sets ``CUDA_VISIBLE_DEVICES`` for the trial process), so the paper profile's one-GPU trials pay no
+  worker group either. Start-up cost: only the training's own (no extra process, no placement group);
+  measured about 2 s per trial on top of training in a sweep here (benchmarks/sweep.py).
+- **Ray Train** (several workers, or a GPU for ``cat-ray train`` outside a sweep, which may have to
+  reach a GPU node of the cluster): a ``TorchTrainer`` with one worker actor per rank, DDP over
   gloo (CPU) or NCCL (GPU), each rank sampling its share of the global batch. Every rank calls
   ``ray.train.report`` each epoch (rank 0 with the checkpoint); a restarted worker group, a retried or
   a restored trial resumes from ``ray.train.get_checkpoint()`` because the Train run is named after the
@@ -27,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cat_ray.config import Config
-from cat_ray.platform.tracking import NODES_TAG, EpochLogger, TrackingTarget
+from cat_ray.platform.tracking import GPUS_TAG, LAUNCH_TAG, NODES_TAG, EpochLogger, TrackingTarget
 
 DIVERGED_FILE = "diverged.txt"
 Reporter = Callable[[int, dict[str, float], "Path | None"], None]
@@ -51,7 +54,7 @@ def _live_cluster_address() -> str | None:
         return None
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
     """Connect to ``address`` (or ``$RAY_ADDRESS``, or a live local cluster from ``ray start``), else start
     a private local instance. Idempotent.
 
@@ -73,7 +76,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address and address != "local":
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, log_to_driver=True)
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True, log_to_driver=True)
 
 
 # --------------------------------------------------------------------------- reporters
@@ -124,10 +127,22 @@ def _train_reporter(epoch: int, metrics: dict[str, float], checkpoint_dir: Path 
     ray.train.report({**metrics, "epoch": epoch}, checkpoint=checkpoint)
 
 
-def _set_nodes_tag(tracking: TrackingTarget, node_ids: list[str]) -> None:
-    from mlflow import MlflowClient
+def _placement() -> tuple[str, str]:
+    """This process's Ray node id and the GPU ids Ray assigned to it ("-" for none)."""
+    import ray
 
-    MlflowClient(tracking.uri).set_tag(tracking.run_id, NODES_TAG, ",".join(node_ids))
+    gpus = ray.get_gpu_ids()
+    return ray.get_runtime_context().get_node_id(), ",".join(str(g) for g in gpus) or "-"
+
+
+def _set_placement_tags(tracking: TrackingTarget, launch: str, placements: list[tuple[str, str]]) -> None:
+    """Where a trial ran, one entry per rank: its launch path, nodes and GPUs (evidence of multi-node runs)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import RunTag
+
+    tags = {LAUNCH_TAG: launch, NODES_TAG: ",".join(node for node, _ in placements),
+            GPUS_TAG: ";".join(gpus for _, gpus in placements)}
+    MlflowClient(tracking.uri).log_batch(tracking.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
 def _restored_checkpoint(checkpoint: Any, scratch: Path) -> Path | None:
@@ -150,12 +165,11 @@ def fit_in_process(cfg: Config, run_dir: Path, tracking: TrackingTarget | None =
     logger = EpochLogger(tracking) if tracking is not None else None
     resume = resume_checkpoint
     if in_tune:
-        import ray
         from ray import tune
 
         resume = _restored_checkpoint(tune.get_checkpoint(), run_dir / "resume")
         if tracking is not None:
-            _set_nodes_tag(tracking, [ray.get_runtime_context().get_node_id()])
+            _set_placement_tags(tracking, "in-process", [_placement()])
     return train_loop.train(cfg, run_dir, reporter=_chain(logger, _tune_reporter if in_tune else None),
                             resume_checkpoint=resume, progress=progress)
 
@@ -169,11 +183,11 @@ class _BackgroundLogger:
     delaying every rank (benchmarks/sweep.py). The first epoch's report waits for it; an MLflow error
     is raised there."""
 
-    def __init__(self, tracking: TrackingTarget, node_ids: list[Any]):
+    def __init__(self, tracking: TrackingTarget, placements: list[tuple[str, str]]):
         from concurrent.futures import ThreadPoolExecutor
 
         def open_logger() -> EpochLogger:
-            _set_nodes_tag(tracking, node_ids)
+            _set_placement_tags(tracking, "ray-train", placements)
             return EpochLogger(tracking)
 
         pool = ThreadPoolExecutor(1, thread_name_prefix="cat-ray-mlflow")
@@ -196,10 +210,10 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     tracking: TrackingTarget | None = loop_config["tracking"]
     run_dir = Path(loop_config["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
-    # Which node each rank runs on, gathered to rank 0 and logged: evidence of a multi-node run.
-    node_ids: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(node_ids, ray.get_runtime_context().get_node_id())
-    logger = _BackgroundLogger(tracking, node_ids) if rank == 0 and tracking is not None else None
+    # Which node and GPUs each rank runs on, gathered to rank 0 and logged: evidence of a multi-node run.
+    placements: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(placements, _placement())
+    logger = _BackgroundLogger(tracking, placements) if rank == 0 and tracking is not None else None
     resume = _restored_checkpoint(ray.train.get_checkpoint(), run_dir / f"resume_rank{rank}")
     try:
         train_loop.train(loop_config["cfg"], run_dir, reporter=_chain(logger, _train_reporter),
@@ -284,6 +298,28 @@ def _is_uri(path: str | Path | None) -> bool:
 # --------------------------------------------------------------------------- entry point
 
 
+def runs_in_process(workers: int, gpus_per_worker: float, in_tune: bool) -> bool:
+    """Whether a run of ``workers`` ranks trains in the calling process rather than under a TorchTrainer.
+
+    One worker never needs a worker group in a sweep: the Tune trial process is given the worker's CPUs
+    and GPUs itself (``trial_resources``). Outside a sweep a GPU run goes through Ray Train, which places
+    the worker on a GPU node even when the calling process (a cluster's CPU head) has none.
+    """
+    return workers == 1 and (gpus_per_worker == 0 or in_tune)
+
+
+def trial_resources(workers: int, cpus_per_worker: float, gpus_per_worker: float) -> dict[str, float]:
+    """What a Tune trial process itself reserves.
+
+    An in-process trial holds its worker's CPUs and GPUs. A trial that launches a TorchTrainer holds no
+    CPU itself (its workers reserve them), or 2-worker trials could never fit on 2 cores; Tune refuses
+    an empty request, hence one byte of memory.
+    """
+    if runs_in_process(workers, gpus_per_worker, in_tune=True):
+        return {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker > 0 else {})}
+    return {"CPU": 0, "memory": 1}
+
+
 def run_training(cfg: Config, run_dir: Path, workers: int = 1, cpus_per_worker: float = 1, gpus_per_worker: float = 0,
                  storage_path: str | Path | None = None, name: str = "train", tracking: TrackingTarget | None = None,
                  max_failures: int = 2, in_tune: bool = False, resume_checkpoint: Path | None = None,
@@ -297,7 +333,7 @@ def run_training(cfg: Config, run_dir: Path, workers: int = 1, cpus_per_worker: 
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    if workers == 1 and gpus_per_worker == 0:
+    if runs_in_process(workers, gpus_per_worker, in_tune):
         return fit_in_process(cfg, run_dir, tracking=tracking, in_tune=in_tune, resume_checkpoint=resume_checkpoint,
                               progress=progress)
     return fit_with_ray_train(cfg, run_dir, workers, cpus_per_worker, gpus_per_worker, storage_path=storage_path,
