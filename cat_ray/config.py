@@ -290,9 +290,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     return build_config(tree, overrides, str(path) if path else None)
 
 
+def config_yaml(cfg: Config) -> str:
+    """The fully resolved config (every key) as YAML."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the fully resolved config (every key) next to a run."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    Path(path).write_text(config_yaml(cfg))
 
 
 # --------------------------------------------------------------------------- validation

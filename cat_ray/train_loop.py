@@ -3,13 +3,13 @@
 Runs alone (``cat-ray train``) or inside a Ray Train worker: when ``torch.distributed`` is
 initialised, the model is wrapped in DDP and each rank draws its own share of the global batch.
 Everything a run leaves is in ``run_dir``: ``config.yaml`` (the resolved config), ``metrics.json``
-(rewritten atomically every epoch, so it survives a crash), ``checkpoints/last`` and ``best``.
+(rewritten atomically every epoch, so it survives a crash), ``checkpoints/last`` and ``best``
+(written by :mod:`cat_ray.checkpoints`: once per epoch, in the background when no reporter waits).
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import sys
@@ -25,7 +25,11 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from cat_ray.body.model import BodyModel
-from cat_ray.config import Config, ConfigError, format_offsets, load_config, save_config
+from cat_ray.checkpoints import (
+    CHECKPOINT_FILE, CheckpointWriter, detached_copy, link_checkpoint, write_checkpoint, write_json_atomic,
+    write_text_atomic,
+)
+from cat_ray.config import Config, ConfigError, config_yaml, format_offsets, load_config, save_config
 from cat_ray.data.mixing import MixedWindowSampler
 from cat_ray.data.sources import load_body, load_mean_params, load_splits
 from cat_ray.evaluate import (
@@ -37,7 +41,6 @@ from cat_ray.models.model import TemporalModel, build_model
 from cat_ray.provenance import run_provenance
 
 Reporter = Callable[[int, dict[str, float], "Path | None"], None]
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 class TrainingDiverged(RuntimeError):
@@ -92,24 +95,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
-
-
-def _save_checkpoint(folder: Path, model: TemporalModel, optimizer, scheduler, state: RunState,
-                     sampler: MixedWindowSampler, cfg: Config) -> None:
+def _checkpoint_payload(model: TemporalModel, optimizer, scheduler, state: RunState,
+                        sampler: MixedWindowSampler) -> dict:
     """Model, optimiser, scheduler, step and RNG state: enough to continue the run exactly where it stopped."""
-    folder.mkdir(parents=True, exist_ok=True)
-    payload = {
+    return {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "state": state.__dict__, "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state(),
     }
-    tmp = folder / (CHECKPOINT_FILE + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, folder / CHECKPOINT_FILE)
-    save_config(cfg, folder / "config.yaml")
 
 
 def find_resume_checkpoint(run_dir: Path) -> Path | None:
@@ -159,8 +151,9 @@ def train(cfg: Config, run_dir: Path, reporter: Reporter | None = None,
     """Train with ``cfg``'s schedule, evaluating on the validation split every epoch.
 
     ``reporter(epoch, metrics, checkpoint_dir)`` is called on every rank after each epoch;
-    ``checkpoint_dir`` is a fresh folder (the reporter's to keep or delete) holding that epoch's
-    checkpoint on rank 0, None elsewhere. Returns the last epoch's metrics.
+    ``checkpoint_dir`` is a folder holding that epoch's checkpoint on rank 0 (hard links to
+    ``checkpoints/last``, deleted when the reporter returns: copy what is to be kept), None elsewhere.
+    Returns the last epoch's metrics.
     Raises TrainingDiverged on a NaN/inf loss.
     """
     run_dir = Path(run_dir)
@@ -172,7 +165,9 @@ def train(cfg: Config, run_dir: Path, reporter: Reporter | None = None,
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-        _write_json_atomic(run_dir / "provenance.json", run_provenance())  # commit, command, machine, versions
+        write_json_atomic(run_dir / "provenance.json", run_provenance())  # commit, command, machine, versions
+        for stale in (run_dir / "checkpoints").glob("report-*"):  # a reporter's folder left by a crash
+            shutil.rmtree(stale, ignore_errors=True)
 
     body = load_body(cfg).to(device)
     splits = {name: split.to(device) for name, split in load_splits(cfg).items()}
@@ -196,55 +191,63 @@ def train(cfg: Config, run_dir: Path, reporter: Reporter | None = None,
     with_mesh = cfg.loss.w_mesh > 0
     use_bf16 = cfg.train.precision == "bf16" and device.type == "cuda"
     line = _EpochLine(progress and rank == 0, cfg.train.epochs, cfg.train.iters_per_epoch)
-
+    # Without a reporter nobody reads an epoch's checkpoint right away: it is written while the next epoch trains.
+    writer = CheckpointWriter(background=reporter is None)
+    config_text = config_yaml(cfg)
     metrics: dict[str, float] = state.history[-1] if state.history else {}
-    for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
-        started = time.perf_counter()
-        model.train()
-        sums = torch.zeros(3, device=device)  # total, per-offset, final: summed on device, read once per epoch
-        for step in range(1, cfg.train.iters_per_epoch + 1):
-            batch = sampler.sample(cfg.train.batch_size)  # this rank's share of the global batch
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                out = net(batch.features)
-            terms = total_loss(out, make_targets(batch, body, with_mesh), body, cfg.loss, cfg.model.edge_policy)
-            optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            optimizer.step()
-            every = cfg.train.weight_trace_every
-            if every and out.weights is not None and (state.step + 1) % every == 0:  # reads the weights: a sync, off by default
-                mean = out.weights.detach().float().mean((1, 2)).tolist()
-                state.weight_trace.append({"step": state.step + 1, **{str(d): w for d, w in zip(model.offsets, mean)}})
-            sums += torch.stack([terms.total.detach(), terms.per_offset.detach(), terms.final.detach()]).float()
-            state.step += 1
-            line.step(epoch, step)
-        if world > 1:
-            dist.all_reduce(sums)
-            sums /= world
-        total, per_offset, final = (sums / cfg.train.iters_per_epoch).tolist()
-        if not math.isfinite(total):
-            raise TrainingDiverged(
-                f"epoch {epoch}: the training loss became {total} (per-offset {per_offset}, final {final}); "
-                f"try a lower optim.lr (now {optimizer.param_groups[0]['lr']:g}) or train.grad_clip > 0")
-        scheduler.step(total)  # plateau decay on the training loss, as the paper
+    try:
+        for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
+            started = time.perf_counter()
+            model.train()
+            sums = torch.zeros(3, device=device)  # total, per-offset, final: summed on device, read once per epoch
+            for step in range(1, cfg.train.iters_per_epoch + 1):
+                batch = sampler.sample(cfg.train.batch_size)  # this rank's share of the global batch
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    out = net(batch.features)
+                terms = total_loss(out, make_targets(batch, body, with_mesh), body, cfg.loss, cfg.model.edge_policy)
+                optimizer.zero_grad(set_to_none=True)
+                terms.total.backward()
+                if cfg.train.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                optimizer.step()
+                every = cfg.train.weight_trace_every
+                if every and out.weights is not None and (state.step + 1) % every == 0:  # reads the weights: a sync, off by default
+                    mean = out.weights.detach().float().mean((1, 2)).tolist()
+                    state.weight_trace.append({"step": state.step + 1, **{str(d): w for d, w in zip(model.offsets, mean)}})
+                sums += torch.stack([terms.total.detach(), terms.per_offset.detach(), terms.final.detach()]).float()
+                state.step += 1
+                line.step(epoch, step)
+            if world > 1:
+                dist.all_reduce(sums)
+                sums /= world
+            total, per_offset, final = (sums / cfg.train.iters_per_epoch).tolist()
+            if not math.isfinite(total):
+                raise TrainingDiverged(
+                    f"epoch {epoch}: the training loss became {total} (per-offset {per_offset}, final {final}); "
+                    f"try a lower optim.lr (now {optimizer.param_groups[0]['lr']:g}) or train.grad_clip > 0")
+            scheduler.step(total)  # plateau decay on the training loss, as the paper
 
-        metrics = {"epoch": float(epoch), "train_loss": total, "train_loss_offsets": per_offset,
-                   "train_loss_final": final, "lr": optimizer.param_groups[0]["lr"]}
-        metrics.update(_validate(model, splits["val"], body, cfg, device, rank, world))
-        metrics["epoch_time_s"] = time.perf_counter() - started
-        state.epoch = epoch
-        state.history.append(metrics)
-        checkpoint_dir = None
-        if rank == 0:
-            _persist_epoch(run_dir, cfg, model, optimizer, scheduler, state, sampler, metrics)
-            if reporter is not None:  # a copy the reporter owns (Ray Train moves it to its storage)
-                checkpoint_dir = Path(tempfile.mkdtemp(prefix="cat-ray-ckpt-"))
-                shutil.copytree(run_dir / "checkpoints" / "last", checkpoint_dir, dirs_exist_ok=True)
-        line.epoch(metrics)
-        if reporter is not None:
-            reporter(epoch, metrics, checkpoint_dir)
-    return metrics
+            metrics = {"epoch": float(epoch), "train_loss": total, "train_loss_offsets": per_offset,
+                       "train_loss_final": final, "lr": optimizer.param_groups[0]["lr"]}
+            metrics.update(_validate(model, splits["val"], body, cfg, device, rank, world))
+            metrics["epoch_time_s"] = time.perf_counter() - started
+            state.epoch = epoch
+            state.history.append(metrics)
+            checkpoint_dir = None
+            if rank == 0:
+                _persist_epoch(writer, run_dir, cfg, config_text, model, optimizer, scheduler, state, sampler, metrics)
+                if reporter is not None:
+                    checkpoint_dir = _reporter_folder(writer, run_dir)
+            line.epoch(metrics)
+            if reporter is not None:
+                try:
+                    reporter(epoch, metrics, checkpoint_dir)
+                finally:
+                    if checkpoint_dir is not None:  # the reporters copied what they keep
+                        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        return metrics
+    finally:
+        writer.wait()  # the last epoch's files are on disk before train() returns or raises
 
 
 def _validate(model: TemporalModel, split, body: BodyModel, cfg: Config, device: torch.device,
@@ -266,13 +269,41 @@ def _validate(model: TemporalModel, split, body: BodyModel, cfg: Config, device:
     return result[0]
 
 
-def _persist_epoch(run_dir: Path, cfg: Config, model: TemporalModel, optimizer, scheduler, state: RunState,
-                   sampler: MixedWindowSampler, metrics: dict[str, float]) -> None:
-    """Write the last (and best) checkpoint and metrics.json."""
-    if metrics["val_pa_mpjpe"] < state.best_pa_mpjpe:
+def _persist_epoch(writer: CheckpointWriter, run_dir: Path, cfg: Config, config_text: str, model: TemporalModel,
+                   optimizer, scheduler, state: RunState, sampler: MixedWindowSampler, metrics: dict[str, float]) -> None:
+    """Write the last checkpoint, link it as the best one when the epoch improved, then metrics.json.
+
+    In that order, so that metrics.json never reports an epoch whose checkpoint is not on disk. A
+    background writer gets a copy of the state: training goes on changing the live tensors.
+    """
+    improved = metrics["val_pa_mpjpe"] < state.best_pa_mpjpe
+    if improved:
         state.best_pa_mpjpe = metrics["val_pa_mpjpe"]
-        _save_checkpoint(run_dir / "best", model, optimizer, scheduler, state, sampler, cfg)
-    _save_checkpoint(run_dir / "checkpoints" / "last", model, optimizer, scheduler, state, sampler, cfg)
+    payload = _checkpoint_payload(model, optimizer, scheduler, state, sampler)
+    if writer.background:
+        payload = detached_copy(payload)
+    summary_text = json.dumps(_summary(cfg, model, state, metrics), indent=2)  # the history as of this epoch
+    last, best = run_dir / "checkpoints" / "last", run_dir / "best"
+
+    def job() -> None:
+        write_checkpoint(last, payload, config_text)
+        if improved:
+            link_checkpoint(last, best)  # the same bytes: the next epoch replaces last by a new file
+        write_text_atomic(run_dir / "metrics.json", summary_text)
+
+    writer.submit(job)
+
+
+def _reporter_folder(writer: CheckpointWriter, run_dir: Path) -> Path:
+    """A folder with the epoch's checkpoint for the reporter (Ray copies it to its storage): links, no copy."""
+    writer.wait()
+    folder = Path(tempfile.mkdtemp(prefix="report-", dir=run_dir / "checkpoints"))
+    link_checkpoint(run_dir / "checkpoints" / "last", folder)
+    return folder
+
+
+def _summary(cfg: Config, model: TemporalModel, state: RunState, metrics: dict[str, float]) -> dict:
+    """metrics.json: the latest validation figures, the best PA-MPJPE and the whole history."""
     summary = {key.removeprefix("val_"): metrics[key] for key in ("val_mpjpe", "val_pa_mpjpe", "val_pve", "val_accel_err")}
     summary.update({
         "epoch": state.epoch, "best_pa_mpjpe": state.best_pa_mpjpe, "aggregator": cfg.model.aggregator,
@@ -280,4 +311,4 @@ def _persist_epoch(run_dir: Path, cfg: Config, model: TemporalModel, optimizer, 
         "agg_weights": {k.removeprefix("agg_weight_d"): v for k, v in metrics.items() if k.startswith("agg_weight_d")},
         "history": state.history, "weight_trace": state.weight_trace,
     })
-    _write_json_atomic(run_dir / "metrics.json", summary)
+    return summary

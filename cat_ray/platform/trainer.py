@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -83,15 +82,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
 
 
 def _chain(*reporters: Reporter | None) -> Reporter:
-    """Call each reporter in turn, then delete the epoch's checkpoint folder (the reporters copied it)."""
+    """Call each reporter in turn (each copies what it keeps of the epoch's checkpoint folder)."""
     def report(epoch: int, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
-        try:
-            for reporter in reporters:
-                if reporter is not None:
-                    reporter(epoch, metrics, checkpoint_dir)
-        finally:
-            if checkpoint_dir is not None:
-                shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        for reporter in reporters:
+            if reporter is not None:
+                reporter(epoch, metrics, checkpoint_dir)
 
     return report
 
