@@ -80,9 +80,16 @@ def run(name: str, cfg: Config, body: BodyModel, device: torch.device, args: arg
         ours = total_loss(model(batch.features), make_targets(batch, body, False), body, cfg.loss,
                           m.edge_policy).total.item()
         theirs = reference_loss(reference, batch, body, cfg.loss).item()
+        if args.precision == "bf16":
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                out = model(batch.features)
+            ours_bf16 = total_loss(out, make_targets(batch, body, False), body, cfg.loss, m.edge_policy).total.item()
         model.train(), reference.train()
     print(f"sanity: loss with the same weights, dropout off: ours {ours:.6f}, reference {theirs:.6f}, "
           f"relative difference {abs(ours - theirs) / abs(theirs):.1e}")
+    if args.precision == "bf16":
+        print(f"sanity: ours under bf16 autocast {ours_bf16:.6f}, relative difference to the fp32 reference "
+              f"{abs(ours_bf16 - theirs) / abs(theirs):.1e}")
 
     our_step = training_step(model, body, cfg, device, args.precision, args.compile)
     opt_ref = torch.optim.Adam(reference.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -93,13 +100,21 @@ def run(name: str, cfg: Config, body: BodyModel, device: torch.device, args: arg
         loss.backward()
         opt_ref.step()
 
+    candidates = {"reference step": reference_step, "cat_ray step": lambda: our_step(batch)}
+    if args.precision == "bf16":  # the same model in fp32 as well, so that bf16's own gain is measured in this run
+        fp32_model = build_model(m, cfg.data.feature_dim, mean).to(device)
+        fp32_model.load_state_dict(model.state_dict())
+        fp32_step = training_step(fp32_model, body, cfg, device, "fp32", args.compile)
+        candidates["cat_ray step, fp32"] = lambda: fp32_step(batch)
     repeats = args.repeats if name == "laptop" else max(2, args.repeats // 2)
-    times = time_interleaved({"reference step": reference_step, "cat_ray step": lambda: our_step(batch)}, repeats,
-                             device, warmup=1)
+    times = time_interleaved(candidates, repeats, device, warmup=1)
     report(times)
     ratio = speedup(times, "reference step", "cat_ray step")
     print(f"iterations/s: reference {1 / min(times['reference step']):.2f}, cat_ray {1 / min(times['cat_ray step']):.2f}")
     print(goal_line(f"{name}: training-step speed-up over the reference", ratio, ">= 3x", ratio >= 3))
+    if "cat_ray step, fp32" in times:
+        gain = speedup(times, "cat_ray step, fp32", "cat_ray step")
+        print(goal_line(f"{name}: cat_ray bf16 step speed-up over cat_ray fp32", gain, None))
     return ratio
 
 

@@ -107,7 +107,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "fp32"  # fp32 | bf16 (autocast on GPU)
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the model's matmuls, on GPU and CPU alike)
     compile: bool = False  # torch.compile the model for training: for GPUs (slower on a CPU; the first steps compile)
     grad_clip: float = 0.0  # 0 disables
     weight_trace_every: int = 0  # record the batch-mean aggregation weight per offset every N steps (Fig. 7); 0 = off

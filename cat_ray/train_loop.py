@@ -189,7 +189,7 @@ def train(cfg: Config, run_dir: Path, reporter: Reporter | None = None,
     if cfg.train.compile:  # the step's forward only; validation and checkpoints use the eager `model` (same weights)
         net = torch.compile(net)
     with_mesh = cfg.loss.w_mesh > 0
-    use_bf16 = cfg.train.precision == "bf16" and device.type == "cuda"
+    use_bf16 = cfg.train.precision == "bf16"  # autocast: matmuls in bf16, weights and loss in fp32
     line = _EpochLine(progress and rank == 0, cfg.train.epochs, cfg.train.iters_per_epoch)
     # Without a reporter nobody reads an epoch's checkpoint right away: it is written while the next epoch trains.
     writer = CheckpointWriter(background=reporter is None)

@@ -115,3 +115,13 @@ def test_compiled_training_equals_eager_training(tiny_overrides, tmp_path, monke
         assert compiled[key] == pytest.approx(eager[key], rel=1e-4), key
     assert compiled["train_loss"] != pytest.approx(train(build_config(None, {**tiny_overrides, "train.seed": 1}),
                                                          tmp_path / "other", progress=False)["train_loss"], rel=1e-4)
+
+
+def test_bf16_precision_trains_under_autocast_on_cpu_close_to_fp32(tiny_overrides, tmp_path):
+    """train.precision=bf16 is applied on a CPU too: the numbers move by bf16 rounding, not more."""
+    fp32 = train(build_config(None, {**tiny_overrides, "train.epochs": 1}), tmp_path / "fp32", progress=False)
+    bf16 = train(build_config(None, {**tiny_overrides, "train.epochs": 1, "train.precision": "bf16"}), tmp_path / "bf16",
+                 progress=False)
+    assert bf16["train_loss"] != fp32["train_loss"]  # autocast ran: bf16 matmuls round differently
+    assert bf16["train_loss"] == pytest.approx(fp32["train_loss"], rel=0.05)
+    assert bf16["val_pa_mpjpe"] == pytest.approx(fp32["val_pa_mpjpe"], rel=0.05)
