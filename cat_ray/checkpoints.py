@@ -57,8 +57,9 @@ def write_checkpoint(folder: Path, payload: dict[str, Any], config_text: str) ->
     write_text_atomic(folder / CONFIG_FILE, config_text)
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
+def _link_or_copy(source: Path | str, target: Path | str) -> None:
     """``target`` becomes the same file as ``source`` (a hard link; a copy where links are not supported), atomically."""
+    target = Path(target)
     tmp = target.with_name(target.name + ".tmp")
     tmp.unlink(missing_ok=True)
     try:
@@ -66,6 +67,11 @@ def _link_or_copy(source: Path, target: Path) -> None:
     except OSError:  # another file system, or one without hard links
         shutil.copy2(source, tmp)
     os.replace(tmp, target)
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """``target`` gets every file under ``source`` as hard links (copies where links are not supported)."""
+    shutil.copytree(source, target, copy_function=_link_or_copy, dirs_exist_ok=True)
 
 
 def link_checkpoint(source: Path, folder: Path) -> None:

@@ -86,13 +86,17 @@ def test_epoch_logger_logs_each_epoch_once_and_uploads_the_best_checkpoint(uri, 
         (ckpt / "checkpoint.pt").write_text(f"epoch {epoch}")
         logger(epoch, {"val_pa_mpjpe": value, "train_loss": 1.0 / epoch}, ckpt)
     # A restarted worker group replays from its checkpoint: epochs already logged are skipped.
+    logger.close()  # the best checkpoint's upload runs in the background
     restarted = tracking.EpochLogger(target)
     restarted(3, {"val_pa_mpjpe": 45.0, "train_loss": 0.3}, None)
     restarted(4, {"val_pa_mpjpe": 44.0, "train_loss": 0.25}, None)
+    restarted.close()
     client = sweep.client()
     assert [(int(m.step), m.value) for m in client.get_metric_history(run_id, "val_pa_mpjpe")] == [(1, 50.0), (2, 40.0), (3, 45.0), (4, 44.0)]
     run = client.get_run(run_id)
     assert run.data.tags[tracking.BEST_EPOCH_TAG] == "2" and float(run.data.tags[tracking.BEST_VALUE_TAG]) == 40.0
+    assert run.data.tags[tracking.CHECKPOINT_EPOCH_TAG] == "2"
+    assert not list(tmp_path.glob("upload-*"))  # the uploader's private links are gone
     local = client.download_artifacts(run_id, "best_checkpoint", str(tmp_path / "down"))
     assert (Path(local) / "checkpoint.pt").read_text() == "epoch 2"
 

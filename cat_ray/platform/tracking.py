@@ -25,6 +25,7 @@ import math
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ ROLE_TAG = "cat_ray.role"  # "sweep" (parent) or "trial" (child)
 ERROR_TAG = "cat_ray.error"
 BEST_VALUE_TAG = "cat_ray.best_value"
 BEST_EPOCH_TAG = "cat_ray.best_epoch"
+CHECKPOINT_EPOCH_TAG = "cat_ray.best_checkpoint_epoch"  # the epoch whose checkpoint best_checkpoint/ holds
 OBJECTIVE_TAG = "cat_ray.objective"
 NODES_TAG = "cat_ray.worker_nodes"
 LAUNCH_TAG = "cat_ray.launch"  # "in-process" or "ray-train" (a TorchTrainer worker group)
@@ -285,18 +287,38 @@ class EpochLogger:
     """Logs each epoch's metrics (step = epoch) and the best checkpoint so far to one MLflow run.
 
     Built on world rank 0 only. Epochs already in the run (a restarted worker group or a restored trial
-    replays from its last checkpoint) are skipped, so the history holds one value per epoch. The best
-    checkpoint is uploaded whenever the objective improves, so a trial stopped early by the scheduler or
-    killed still has its best checkpoint in MLflow.
+    replays from its last checkpoint) are skipped, so the history holds one value per epoch. Whenever
+    the objective improves, the tags of the best value and epoch are set at once and the checkpoint is
+    uploaded on a background thread (:class:`LatestWinsUploader`: a paper-sized one takes seconds
+    through a tracking server), so a trial stopped early by the scheduler or killed still has a best
+    checkpoint in MLflow; the tag ``cat_ray.best_checkpoint_epoch`` says which epoch's it is. ``close()``
+    waits for the last upload.
     """
 
     def __init__(self, target: TrackingTarget):
+        from cat_ray.platform.uploads import LatestWinsUploader
+
         self.target = target
         self.client = _client(target.uri)
         run = self.client.get_run(target.run_id)
         history = self.client.get_metric_history(target.run_id, "epoch")
         self.last_logged = max((int(m.step) for m in history), default=0)
         self.best = float(run.data.tags.get(BEST_VALUE_TAG, "nan"))
+        self._uploads = LatestWinsUploader(self._upload_best)
+
+    def _upload_best(self, folder: Path, epoch: int) -> None:
+        self.client.log_artifacts(self.target.run_id, str(folder), "best_checkpoint")
+        self.client.set_tag(self.target.run_id, CHECKPOINT_EPOCH_TAG, str(epoch))
+
+    def close(self, raise_errors: bool = True) -> None:
+        """Wait for the best checkpoint's upload; an upload error is raised (or, while another error is
+        on its way, only printed)."""
+        try:
+            self._uploads.close()
+        except Exception as err:
+            if raise_errors:
+                raise
+            print(f"cat-ray: the best checkpoint's upload to MLflow failed: {err!r}", file=sys.stderr)
 
     def _improves(self, value: float) -> bool:
         if not math.isfinite(value):
@@ -315,11 +337,12 @@ class EpochLogger:
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in values.items()])
         value = float(metrics.get(self.target.metric, float("nan")))
         if checkpoint_dir is not None and self._improves(value):
-            self.client.log_artifacts(run_id, str(checkpoint_dir), "best_checkpoint")
-            self.client.set_tag(run_id, OBJECTIVE_TAG, self.target.metric)
-            self.client.set_tag(run_id, BEST_VALUE_TAG, repr(value))
-            self.client.set_tag(run_id, BEST_EPOCH_TAG, str(epoch))
+            from mlflow.entities import RunTag
+
+            tags = {OBJECTIVE_TAG: self.target.metric, BEST_VALUE_TAG: repr(value), BEST_EPOCH_TAG: str(epoch)}
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             self.best = value
+            self._uploads.submit(checkpoint_dir, epoch)  # links: the caller may delete its folder now
         self.last_logged = epoch
 
 

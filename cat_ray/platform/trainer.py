@@ -165,8 +165,22 @@ def fit_in_process(cfg: Config, run_dir: Path, tracking: TrackingTarget | None =
         resume = _restored_checkpoint(tune.get_checkpoint(), run_dir / "resume")
         if tracking is not None:
             _set_placement_tags(tracking, "in-process", [_placement()])
-    return train_loop.train(cfg, run_dir, reporter=_chain(logger, _tune_reporter if in_tune else None),
-                            resume_checkpoint=resume, progress=progress)
+    return _train_then_close(logger, lambda: train_loop.train(
+        cfg, run_dir, reporter=_chain(logger, _tune_reporter if in_tune else None), resume_checkpoint=resume,
+        progress=progress))
+
+
+def _train_then_close(logger: Any, run: Callable[[], Any]) -> Any:
+    """``run()``, then wait for the logger's last upload: the trial ends only once MLflow has its best checkpoint."""
+    try:
+        result = run()
+    except BaseException:
+        if logger is not None:
+            logger.close(raise_errors=False)  # the training's error is the one to raise
+        raise
+    if logger is not None:
+        logger.close()
+    return result
 
 
 # --------------------------------------------------------------------------- Ray Train path
@@ -192,6 +206,15 @@ class _BackgroundLogger:
     def __call__(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         self._future.result()(epoch, metrics, checkpoint_dir)
 
+    def close(self, raise_errors: bool = True) -> None:
+        try:
+            logger = self._future.result()
+        except Exception:
+            if raise_errors:
+                raise
+            return
+        logger.close(raise_errors)
+
 
 def _worker_loop(loop_config: dict[str, Any]) -> None:
     """One rank of a TorchTrainer run (the process group is already up: gloo or NCCL)."""
@@ -211,8 +234,9 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     logger = _BackgroundLogger(tracking, placements) if rank == 0 and tracking is not None else None
     resume = _restored_checkpoint(ray.train.get_checkpoint(), run_dir / f"resume_rank{rank}")
     try:
-        train_loop.train(loop_config["cfg"], run_dir, reporter=_chain(logger, _train_reporter),
-                         resume_checkpoint=resume, progress=loop_config["progress"])
+        _train_then_close(logger, lambda: train_loop.train(
+            loop_config["cfg"], run_dir, reporter=_chain(logger, _train_reporter), resume_checkpoint=resume,
+            progress=loop_config["progress"]))
     except train_loop.TrainingDiverged as err:
         # A diverged run fails the same way on every retry: the workers end cleanly (no worker-group
         # restart) and rank 0 leaves the reason next to the run's checkpoints for the caller to raise.
