@@ -82,7 +82,8 @@ def test_torch_trainer_with_two_gloo_workers_logs_from_rank_zero_and_resumes(loc
     run = sweep_run.client().get_run(target.run_id)
     assert len(run.data.tags[tracking.NODES_TAG].split(",")) == 2  # one node id per rank
     assert run.data.tags[tracking.LAUNCH_TAG] == "ray-train" and run.data.tags[tracking.GPUS_TAG] == "-;-"
-    assert list((storage / "ddp").glob("checkpoint_*/checkpoint.pt"))
+    assert list((storage / "ddp").glob("checkpoint_*/checkpoint.pt"))  # Ray's background upload finished
+    assert not list((tmp_path / "run" / "checkpoints").glob("*-*"))  # no folder of links left behind
     # The same name resumes from the Train run's checkpoint: a longer schedule continues at epoch 3.
     longer = tiny_config(**{"train.epochs": 3})
     metrics = run_training(longer, tmp_path / "run", workers=2, storage_path=storage, name="ddp", tracking=target)

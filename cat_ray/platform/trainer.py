@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from cat_ray.checkpoints import link_tree
 from cat_ray.config import Config
 from cat_ray.platform.tracking import GPUS_TAG, LAUNCH_TAG, NODES_TAG, EpochLogger, TrackingTarget
 
@@ -115,11 +116,23 @@ def _tune_reporter(epoch: int, metrics: dict[str, float], checkpoint_dir: Path |
 
 
 def _train_reporter(epoch: int, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+    """Every rank reports; rank 0's checkpoint is copied into Ray Train's storage on Ray's upload thread.
+
+    The copy (about 1.3 s per 0.95 GB on this disk) would otherwise hold the training each epoch; Ray
+    uploads a private folder of hard links (the caller deletes its own at once) and deletes it when done.
+    Ray Train then reports the epoch to Tune once its checkpoint is committed, in order.
+    """
     import ray.train
 
     _quiet_checkpoint_logs()
-    checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
-    ray.train.report({**metrics, "epoch": epoch}, checkpoint=checkpoint)
+    checkpoint = None
+    if checkpoint_dir is not None:
+        private = Path(tempfile.mkdtemp(prefix="upload-", dir=checkpoint_dir.parent))
+        link_tree(checkpoint_dir, private)
+        checkpoint = ray.train.Checkpoint.from_directory(str(private))
+    ray.train.report({**metrics, "epoch": epoch}, checkpoint=checkpoint,
+                     checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
+                     delete_local_checkpoint_after_upload=True)
 
 
 def _placement() -> tuple[str, str]:
