@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -70,8 +71,29 @@ def _link_or_copy(source: Path | str, target: Path | str) -> None:
 
 
 def link_tree(source: Path, target: Path) -> None:
-    """``target`` gets every file under ``source`` as hard links (copies where links are not supported)."""
-    shutil.copytree(source, target, copy_function=_link_or_copy, dirs_exist_ok=True)
+    """``target`` gets every file under ``source`` as hard links (copies where links are not supported);
+    a write's leftover ``*.tmp`` is not taken."""
+    shutil.copytree(source, target, copy_function=_link_or_copy, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("*.tmp"))
+
+
+# The folders of links made next to a checkpoint for its readers (a reporter, an upload); a crash can
+# leave them behind, holding old checkpoints' bytes: remove_linked_copies clears them.
+LINKED_COPY_PREFIXES = ("report-", "upload-")
+
+
+def linked_copy(folder: Path, prefix: str) -> Path:
+    """A new folder beside ``folder`` (same file system) holding its files as hard links: no bytes written."""
+    assert prefix in LINKED_COPY_PREFIXES, prefix
+    copy = Path(tempfile.mkdtemp(prefix=prefix, dir=Path(folder).parent))
+    link_tree(Path(folder), copy)
+    return copy
+
+
+def remove_linked_copies(parent: Path) -> None:
+    for prefix in LINKED_COPY_PREFIXES:
+        for stale in Path(parent).glob(prefix + "*"):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def link_checkpoint(source: Path, folder: Path) -> None:

@@ -13,7 +13,6 @@ import math
 import random
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,8 +25,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cat_ray.body.model import BodyModel
 from cat_ray.checkpoints import (
-    CHECKPOINT_FILE, CheckpointWriter, detached_copy, link_checkpoint, write_checkpoint, write_json_atomic,
-    write_text_atomic,
+    CHECKPOINT_FILE, CheckpointWriter, detached_copy, link_checkpoint, linked_copy, remove_linked_copies,
+    write_checkpoint, write_json_atomic, write_text_atomic,
 )
 from cat_ray.config import Config, ConfigError, config_yaml, format_offsets, load_config, save_config
 from cat_ray.data.mixing import MixedWindowSampler
@@ -166,8 +165,7 @@ def train(cfg: Config, run_dir: Path, reporter: Reporter | None = None,
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         write_json_atomic(run_dir / "provenance.json", run_provenance())  # commit, command, machine, versions
-        for stale in (run_dir / "checkpoints").glob("report-*"):  # a reporter's folder left by a crash
-            shutil.rmtree(stale, ignore_errors=True)
+        remove_linked_copies(run_dir / "checkpoints")  # a reporter's or an upload's folder left by a crash
 
     body = load_body(cfg).to(device)
     splits = {name: split.to(device) for name, split in load_splits(cfg).items()}
@@ -297,9 +295,7 @@ def _persist_epoch(writer: CheckpointWriter, run_dir: Path, cfg: Config, config_
 def _reporter_folder(writer: CheckpointWriter, run_dir: Path) -> Path:
     """A folder with the epoch's checkpoint for the reporter (Ray copies it to its storage): links, no copy."""
     writer.wait()
-    folder = Path(tempfile.mkdtemp(prefix="report-", dir=run_dir / "checkpoints"))
-    link_checkpoint(run_dir / "checkpoints" / "last", folder)
-    return folder
+    return linked_copy(run_dir / "checkpoints" / "last", "report-")
 
 
 def _summary(cfg: Config, model: TemporalModel, state: RunState, metrics: dict[str, float]) -> dict:

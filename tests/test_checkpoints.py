@@ -81,3 +81,13 @@ def test_a_run_without_reporter_has_its_last_epoch_on_disk_when_train_returns(ti
     last = _load(tmp_path / "run" / "checkpoints" / "last")
     assert last["state"]["epoch"] == 2 and last["state"]["history"][-1]["val_pa_mpjpe"] == metrics["val_pa_mpjpe"]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epoch"] == 2
+
+
+def test_a_run_clears_folders_of_links_that_a_crash_left_behind(tiny_overrides, tmp_path):
+    """Each holds an old checkpoint's bytes alive; nothing reads them after the process that made them."""
+    stale = [tmp_path / "run" / "checkpoints" / name for name in ("report-abc", "upload-def")]
+    for folder in stale:
+        folder.mkdir(parents=True)
+        (folder / CHECKPOINT_FILE).write_text("old")
+    train(build_config(None, {**tiny_overrides, "train.epochs": 1}), tmp_path / "run", progress=False)
+    assert not any(folder.exists() for folder in stale)

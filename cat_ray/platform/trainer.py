@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from cat_ray.checkpoints import link_tree
+from cat_ray.checkpoints import linked_copy
 from cat_ray.config import Config
 from cat_ray.platform.tracking import GPUS_TAG, LAUNCH_TAG, NODES_TAG, EpochLogger, TrackingTarget
 
@@ -127,9 +127,7 @@ def _train_reporter(epoch: int, metrics: dict[str, float], checkpoint_dir: Path 
     _quiet_checkpoint_logs()
     checkpoint = None
     if checkpoint_dir is not None:
-        private = Path(tempfile.mkdtemp(prefix="upload-", dir=checkpoint_dir.parent))
-        link_tree(checkpoint_dir, private)
-        checkpoint = ray.train.Checkpoint.from_directory(str(private))
+        checkpoint = ray.train.Checkpoint.from_directory(str(linked_copy(checkpoint_dir, "upload-")))
     ray.train.report({**metrics, "epoch": epoch}, checkpoint=checkpoint,
                      checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
                      delete_local_checkpoint_after_upload=True)
@@ -231,7 +229,6 @@ class _BackgroundLogger:
 
 def _worker_loop(loop_config: dict[str, Any]) -> None:
     """One rank of a TorchTrainer run (the process group is already up: gloo or NCCL)."""
-    import ray
     import ray.train
     import torch.distributed as dist
 

@@ -8,12 +8,11 @@ superseded before its upload started is dropped (latest wins). ``close()`` waits
 from __future__ import annotations
 
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from cat_ray.checkpoints import link_tree
+from cat_ray.checkpoints import linked_copy
 
 
 class LatestWinsUploader:
@@ -32,8 +31,7 @@ class LatestWinsUploader:
 
     def submit(self, folder: Path, epoch: int) -> None:
         self._raise_error()
-        private = Path(tempfile.mkdtemp(prefix="upload-", dir=Path(folder).parent))
-        link_tree(Path(folder), private)
+        private = linked_copy(folder, "upload-")
         with self._lock:
             if self._pending is not None:  # superseded before its upload began
                 shutil.rmtree(self._pending[0], ignore_errors=True)
